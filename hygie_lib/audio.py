@@ -1,0 +1,92 @@
+"""Audio: decode any container to mono PCM, WAV I/O, frame-aligned log-mel and per-frame mel windows."""
+from __future__ import annotations
+
+import os
+import wave
+from pathlib import Path
+
+import av
+import librosa
+import numpy as np
+
+from hygie_lib.io import HygieError, atomic_path
+from hygie_lib.video import open_media
+
+LOG_FLOOR = 1e-5  # mel power floor before the log (silence reads as log(1e-5) = -11.5)
+
+
+def load_audio(path: str | os.PathLike, sr: int) -> np.ndarray:
+    """Decode the first audio stream of any file (wav, mp3, m4a, flac, mp4, mov, mkv, webm) to mono float32 at `sr`."""
+    path = Path(path)
+    with open_media(path) as c:
+        if not c.streams.audio:
+            raise HygieError(
+                f"{path}: has no audio stream. Record the video with sound, or give the audio as a separate file."
+            )
+        resampler = av.AudioResampler(format="flt", layout="mono", rate=sr)
+        chunks = []
+        try:
+            for frame in c.decode(c.streams.audio[0]):
+                chunks += [f.to_ndarray().reshape(-1) for f in resampler.resample(frame)]
+        except av.error.FFmpegError as e:
+            raise HygieError(f"{path}: audio decoding failed ({e}). The file is corrupt or truncated.") from e
+        chunks += [f.to_ndarray().reshape(-1) for f in resampler.resample(None)]
+    y = np.concatenate(chunks) if chunks else np.zeros(0, np.float32)
+    if y.size == 0:
+        raise HygieError(f"{path}: the audio stream is empty (0 samples). Re-export the file with its sound.")
+    return y.astype(np.float32, copy=False)
+
+
+def write_wav(path: str | os.PathLike, y: np.ndarray, sr: int) -> None:
+    """Write mono float audio in [-1, 1] as 16-bit PCM WAV, atomically."""
+    pcm = (np.clip(y, -1.0, 1.0) * 32767.0).round().astype("<i2")
+    with atomic_path(path) as tmp, wave.open(str(tmp), "wb") as w:
+        w.setnchannels(1)
+        w.setsampwidth(2)
+        w.setframerate(sr)
+        w.writeframes(pcm.tobytes())
+
+
+def read_wav(path: str | os.PathLike) -> tuple[np.ndarray, int]:
+    """Read a 16-bit mono WAV written by `write_wav`: (float32 samples, sample rate)."""
+    with wave.open(str(path), "rb") as w:
+        if w.getsampwidth() != 2 or w.getnchannels() != 1:
+            raise HygieError(f"{path}: expected 16-bit mono WAV; run the extract_audio stage to make one.")
+        y = np.frombuffer(w.readframes(w.getnframes()), dtype="<i2")
+        return y.astype(np.float32) / 32767.0, w.getframerate()
+
+
+def log_mel(
+    y: np.ndarray, sr: int, *, fps: float, n_mels: int, per_frame: int, n_fft: int, n_frames: int | None = None
+) -> np.ndarray:
+    """Log-mel spectrogram [n_mels, n_frames * per_frame], column c centred on time c / (fps * per_frame).
+
+    Column `t * per_frame` is centred exactly on video frame t (time t / fps), for any fps: window centres are
+    rounded to the nearest sample rather than stepping by a rounded hop, so the alignment never drifts.
+    `n_frames` defaults to the video frames the audio covers (ceil(duration * fps)).
+    """
+    if y.size < n_fft:
+        raise HygieError(
+            f"audio of {y.size / sr * 1000:.0f} ms is shorter than one analysis window ({n_fft / sr * 1000:.0f} ms)."
+        )
+    if n_frames is None:
+        n_frames = int(np.ceil(len(y) / sr * fps - 1e-6))
+    n_cols = n_frames * per_frame
+    centres = np.round(np.arange(n_cols) * sr / (fps * per_frame)).astype(np.int64)
+    padded = np.pad(y.astype(np.float32), (n_fft // 2, n_fft // 2 + max(0, centres[-1] + 1 - len(y))))
+    window = np.hanning(n_fft + 1)[:-1].astype(np.float32)  # periodic Hann
+    fbank = librosa.filters.mel(sr=sr, n_fft=n_fft, n_mels=n_mels).astype(np.float32)  # [n_mels, n_fft//2+1]
+    out = np.empty((n_mels, n_cols), np.float32)
+    offsets = np.arange(n_fft)
+    for c0 in range(0, n_cols, 4096):  # chunks keep memory flat for long recordings
+        frames = padded[centres[c0 : c0 + 4096, None] + offsets] * window  # [chunk, n_fft]
+        power = np.abs(np.fft.rfft(frames, axis=1)) ** 2
+        out[:, c0 : c0 + len(frames)] = np.log(np.maximum(fbank @ power.T, LOG_FLOOR))
+    return out
+
+
+def mel_window(mel: np.ndarray, t: int, *, per_frame: int, win: int) -> np.ndarray:
+    """The `win` mel columns centred on video frame t, [n_mels, win]; edges repeat the first/last column."""
+    start = t * per_frame - win // 2
+    idx = np.clip(np.arange(start, start + win), 0, mel.shape[1] - 1)
+    return mel[:, idx]

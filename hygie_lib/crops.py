@@ -1,0 +1,105 @@
+"""Mouth boxes from rigid face landmarks, zero-lag box smoothing, square mouth crops and the fixed mouth mask.
+
+Why the box and the mask ignore the lips' current shape: in training the network sees the crop with the
+mouth region hidden and must draw the mouth from the audio. If the box followed the lips (it grows and
+drops as the jaw opens) or the mask were the current lips' hull, the crop geometry or the hole's shape
+would tell the network how open the mouth is, and at render time the template's closed mouth would tell
+it "closed" whatever the audio says. So the box is placed from landmarks that do not move with speech
+(eye centres give scale and roll, the nose gives position) and the mask is one fixed ellipse in crop
+coordinates, large enough for the lips at full jaw drop. The lips (FACEMESH_LIPS) are used to check that.
+"""
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import cv2
+import numpy as np
+from scipy.signal import lfilter, lfilter_zi
+from tqdm import tqdm
+
+from hygie_lib.io import HygieError
+from hygie_lib.landmarks import LEFT_EYE, NOSE, RIGHT_EYE
+from hygie_lib.video import iter_frames
+
+NOSE_TO_MOUTH = 0.65  # box centre below the nose centroid, in eye distances (lips sit at ~0.52)
+MASK_CENTRE = (0.5, 0.52)  # mask ellipse centre (x, y), fraction of the crop side
+MASK_AXES = (0.42, 0.34)  # mask ellipse semi-axes (x, y), fraction of the crop side
+
+
+def mouth_boxes(landmarks: np.ndarray, pad: float) -> np.ndarray:
+    """Square mouth boxes [N, 3] = (cx, cy, side) in pixels from [N, 478, 3] landmarks; NaN rows where no face.
+
+    side = (1 + pad) * eye distance (a mouth is about one eye distance wide), centre NOSE_TO_MOUTH eye
+    distances below the nose along the face's own down axis, so head roll is followed.
+    """
+    left, right = landmarks[:, LEFT_EYE, :2].mean(1), landmarks[:, RIGHT_EYE, :2].mean(1)  # [N, 2]
+    across = left - right
+    iod = np.linalg.norm(across, axis=1)  # [N]
+    down = np.stack([-across[:, 1], across[:, 0]], axis=1) / iod[:, None]
+    centre = landmarks[:, NOSE, :2].mean(1) + down * (NOSE_TO_MOUTH * iod)[:, None]
+    return np.column_stack([centre, (1.0 + pad) * iod]).astype(np.float64)
+
+
+def smooth_boxes(boxes: np.ndarray, alpha: float) -> np.ndarray:
+    """Fill no-face gaps by holding the nearest box, then EMA forwards and backwards (zero lag).
+
+    `alpha` is the weight of the previous value (0 = no smoothing, 0.9 = heavy), as in the seed's EMA_ALPHA.
+    """
+    if not 0.0 <= alpha < 1.0:
+        raise HygieError(f"build_crops.EMA_ALPHA must be in [0, 1), got {alpha}.")
+    valid = ~np.isnan(boxes).any(axis=1)
+    if not valid.any():
+        raise HygieError("no frame has a face, so there is no mouth box to smooth.")
+    idx = np.where(valid, np.arange(len(boxes)), 0)
+    np.maximum.accumulate(idx, out=idx)  # index of the last valid box at or before each frame
+    idx[: np.argmax(valid)] = np.argmax(valid)  # before the first face: hold the first box
+    filled = boxes[idx]
+    b, a = [1.0 - alpha], [1.0, -alpha]
+
+    def ema(x: np.ndarray) -> np.ndarray:
+        return lfilter(b, a, x, axis=0, zi=lfilter_zi(b, a)[:, None] * x[:1])[0]
+
+    return ema(ema(filled)[::-1])[::-1]
+
+
+def crop_matrix(box: np.ndarray, size: int) -> np.ndarray:
+    """2x3 affine matrix mapping frame pixels to crop pixels for box (cx, cy, side)."""
+    cx, cy, side = box
+    s = size / side
+    return np.array([[s, 0.0, size / 2 - s * cx], [0.0, s, size / 2 - s * cy]])
+
+
+def crop(frame: np.ndarray, box: np.ndarray, size: int) -> np.ndarray:
+    """The box's square crop resized to [size, size, 3]; parts outside the frame repeat the border."""
+    return cv2.warpAffine(frame, crop_matrix(box, size), (size, size), flags=cv2.INTER_LINEAR, borderMode=cv2.BORDER_REPLICATE)
+
+
+def mouth_mask(size: int) -> np.ndarray:
+    """The fixed mouth mask [size, size] uint8 (1 inside): an ellipse over the lips and jaw, same for every frame."""
+    mask = np.zeros((size, size), np.uint8)
+    centre = (round(MASK_CENTRE[0] * size), round(MASK_CENTRE[1] * size))
+    axes = (round(MASK_AXES[0] * size), round(MASK_AXES[1] * size))
+    cv2.ellipse(mask, centre, axes, 0, 0, 360, 1, thickness=-1)
+    return mask
+
+
+def build_crops(
+    video: str | os.PathLike, landmarks: np.ndarray, fps: float, *, size: int, pad: float, alpha: float,
+    progress: bool = True,
+) -> dict[str, np.ndarray]:
+    """Crops [N, size, size, 3] uint8, smoothed boxes [N, 3], face flags [N] and the mask [size, size] for a video."""
+    face = ~np.isnan(landmarks[:, 0, 0])
+    boxes = smooth_boxes(mouth_boxes(landmarks, pad), alpha)
+    crops = np.zeros((len(landmarks), size, size, 3), np.uint8)
+    n = 0
+    bar = tqdm(total=len(landmarks), desc=f"crops {Path(video).name}", unit="frame", disable=not progress)
+    for n, frame in enumerate(iter_frames(video, fps)):
+        if n >= len(crops):
+            break
+        crops[n] = crop(frame, boxes[n], size)
+        bar.update()
+    bar.close()
+    if n + 1 < len(crops):
+        raise HygieError(f"{video}: has {n + 1} frames but its landmarks have {len(crops)}; rerun detect_landmarks.")
+    return {"crops": crops, "boxes": boxes.astype(np.float32), "face": face, "mask": mouth_mask(size)}

@@ -1,0 +1,44 @@
+"""`hygie probe`: a picture of the first frames with lip landmarks, lip hull, mouth box and mask drawn."""
+from __future__ import annotations
+
+import os
+from itertools import islice
+
+import cv2
+import numpy as np
+
+from hygie_lib.crops import MASK_AXES, MASK_CENTRE, mouth_boxes, smooth_boxes
+from hygie_lib.io import HygieError
+from hygie_lib.landmarks import LIPS, FaceMesh
+from hygie_lib.video import iter_frames
+
+
+def draw_probe(frame: np.ndarray, landmarks: np.ndarray | None, box: np.ndarray) -> np.ndarray:
+    """Copy of an RGB frame with lips (green dots), lip hull (blue), mouth box (red) and mask ellipse (yellow)."""
+    out = frame.copy()
+    cx, cy, side = box
+    x0, y0 = cx - side / 2, cy - side / 2
+    cv2.rectangle(out, (round(x0), round(y0)), (round(x0 + side), round(y0 + side)), (255, 0, 0), 2)
+    centre = (round(x0 + MASK_CENTRE[0] * side), round(y0 + MASK_CENTRE[1] * side))
+    axes = (round(MASK_AXES[0] * side), round(MASK_AXES[1] * side))
+    cv2.ellipse(out, centre, axes, 0, 0, 360, (255, 220, 0), 1, cv2.LINE_AA)
+    if landmarks is not None:
+        lips = landmarks[LIPS, :2].round().astype(np.int32)
+        cv2.polylines(out, [cv2.convexHull(lips)], True, (0, 80, 255), 1, cv2.LINE_AA)
+        for x, y in lips:
+            cv2.circle(out, (int(x), int(y)), 1, (0, 255, 0), -1)
+    return out
+
+
+def probe_video(path: str | os.PathLike, *, fps: float, pad: float, alpha: float, frames: int = 4) -> np.ndarray:
+    """The first `frames` frames of a video side by side (RGB), each annotated by `draw_probe`."""
+    imgs = list(islice(iter_frames(path, fps), frames))
+    with FaceMesh() as mesh:
+        found = [mesh(img) for img in imgs]
+    if all(lm is None for lm in found):
+        raise HygieError(f"{path}: no face found in the first {len(imgs)} frames. Film the face from the front.")
+    lms = np.stack([np.full((478, 3), np.nan, np.float32) if lm is None else lm for lm in found])
+    boxes = smooth_boxes(mouth_boxes(lms, pad), alpha)
+    tiles = [draw_probe(img, lm, box) for img, lm, box in zip(imgs, found, boxes)]
+    scale = min(1.0, 480 / tiles[0].shape[0])
+    return np.hstack([cv2.resize(t, None, fx=scale, fy=scale, interpolation=cv2.INTER_AREA) for t in tiles])

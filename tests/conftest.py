@@ -1,0 +1,80 @@
+"""Shared test helpers: small media files made on the fly, and running stage scripts as DVC would."""
+from __future__ import annotations
+
+import struct
+import subprocess
+import sys
+from fractions import Fraction
+from pathlib import Path
+
+import av
+import cv2
+import numpy as np
+import pytest
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def write_audio(path: Path, y: np.ndarray, sr: int, codec: str, channels: int = 1) -> Path:
+    """Encode mono float audio with any PyAV codec into any container (by suffix), duplicated to `channels`."""
+    layout = "mono" if channels == 1 else "stereo"
+    with av.open(str(path), "w") as c:
+        s = c.add_stream(codec, rate=sr)
+        s.layout = layout
+        for i in range(0, len(y), 1024):  # PyAV converts to the codec's sample format and frame size
+            chunk = np.repeat(y[None, i : i + 1024], channels, 0).astype(np.float32)
+            frame = av.AudioFrame.from_ndarray(np.ascontiguousarray(chunk), format="fltp", layout=layout)
+            frame.sample_rate, frame.pts = sr, i
+            c.mux(s.encode(frame))
+        c.mux(s.encode(None))
+    return path
+
+
+def write_video(path: Path, frames: list[np.ndarray], fps: float, codec: str = "libx264", pix_fmt: str = "yuv420p") -> Path:
+    """Encode RGB frames with any PyAV video codec (e.g. ffv1 for odd sizes or lossless)."""
+    h, w = frames[0].shape[:2]
+    with av.open(str(path), "w") as c:
+        s = c.add_stream(codec, rate=Fraction(fps).limit_denominator(1001))
+        s.width, s.height, s.pix_fmt = w, h, pix_fmt
+        for i, img in enumerate(frames):
+            f = av.VideoFrame.from_ndarray(np.ascontiguousarray(img), format="rgb24")
+            f.pts = i
+            c.mux(s.encode(f))
+        c.mux(s.encode(None))
+    return path
+
+
+def set_mp4_rotation(path: Path, clockwise: int) -> None:
+    """Patch the track header's display matrix of an MP4, as phones do, so players rotate it by `clockwise`."""
+    data = bytearray(path.read_bytes())
+    i = data.find(b"tkhd")
+    m = i + 4 + 4 + 4 * 5 + 8 + 8  # after version/flags, times, track id, duration, reserved, layer..volume
+    one = 1 << 16
+    abcd = {0: (one, 0, 0, one), 90: (0, one, -one, 0), 180: (-one, 0, 0, -one), 270: (0, -one, one, 0)}[clockwise]
+    data[m : m + 16] = struct.pack(">4i", *abcd)
+    path.write_bytes(bytes(data))
+
+
+def run_stage(name: str, *args: str | Path) -> subprocess.CompletedProcess:
+    """Run `python stages/<name>.py args...` from the repo root, as `dvc repro` does."""
+    cmd = [sys.executable, str(ROOT / "stages" / f"{name}.py"), *map(str, args)]
+    return subprocess.run(cmd, cwd=ROOT, capture_output=True, text=True, timeout=300)
+
+
+@pytest.fixture(scope="session")
+def face_image() -> np.ndarray:
+    """The bundled astronaut photo, cropped around the head and upscaled to 320x320 RGB."""
+    from skimage import data
+
+    return cv2.resize(data.astronaut()[10:250, 104:344], (320, 320), interpolation=cv2.INTER_CUBIC)
+
+
+@pytest.fixture(scope="session")
+def face_landmarks(face_image: np.ndarray) -> np.ndarray:
+    """FaceMesh landmarks [478, 3] of `face_image`."""
+    from hygie_lib.landmarks import FaceMesh
+
+    with FaceMesh(static=True) as mesh:
+        lm = mesh(face_image)
+    assert lm is not None
+    return lm
