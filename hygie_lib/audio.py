@@ -23,15 +23,19 @@ def load_audio(path: str | os.PathLike, sr: int) -> np.ndarray:
             raise HygieError(
                 f"{path}: has no audio stream. Record the video with sound, or give the audio as a separate file."
             )
+        stream = c.streams.audio[0]
+        declared = float(stream.duration * stream.time_base) if stream.duration and stream.time_base else None
         resampler = av.AudioResampler(format="flt", layout="mono", rate=sr)
         chunks = []
         try:
-            for frame in c.decode(c.streams.audio[0]):
+            for frame in c.decode(stream):
                 chunks += [f.to_ndarray().reshape(-1) for f in resampler.resample(frame)]
         except av.error.FFmpegError as e:
             raise HygieError(f"{path}: audio decoding failed ({e}). The file is corrupt or truncated.") from e
         chunks += [f.to_ndarray().reshape(-1) for f in resampler.resample(None)]
     y = np.concatenate(chunks) if chunks else np.zeros(0, np.float32)
+    if declared is not None:  # codecs like AAC pad their last frame: keep only the stream's real duration
+        y = y[: round(declared * sr)]
     if y.size == 0:
         raise HygieError(f"{path}: the audio stream is empty (0 samples). Re-export the file with its sound.")
     return y.astype(np.float32, copy=False)

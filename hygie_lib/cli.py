@@ -40,7 +40,7 @@ def cmd_probe(args: argparse.Namespace) -> int:
     with atomic_path(args.out) as tmp:
         if not cv2.imwrite(str(tmp), cv2.cvtColor(image, cv2.COLOR_RGB2BGR)):
             raise HygieError(f"{args.out}: could not write the PNG; check the folder is writable.")
-    print(f"{args.out}: first {args.frames} frames with lips (green), lip hull (blue), box (red), mask (yellow)")
+    print(f"{args.out}: first {args.frames} frames with lips (green), lip hull (blue), box (red), mask outline (yellow)")
     return 0
 
 

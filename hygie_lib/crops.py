@@ -5,7 +5,7 @@ mouth region hidden and must draw the mouth from the audio. If the box followed 
 drops as the jaw opens) or the mask were the current lips' hull, the crop geometry or the hole's shape
 would tell the network how open the mouth is, and at render time the template's closed mouth would tell
 it "closed" whatever the audio says. So the box is placed from landmarks that do not move with speech
-(eye centres give scale and roll, the nose gives position) and the mask is one fixed ellipse in crop
+(eye centres give scale and roll, the nose gives position) and the mask is one fixed superellipse in crop
 coordinates, large enough for the lips at full jaw drop. The lips (FACEMESH_LIPS) are used to check that.
 """
 from __future__ import annotations
@@ -19,12 +19,13 @@ from scipy.signal import lfilter, lfilter_zi
 from tqdm import tqdm
 
 from hygie_lib.io import HygieError
-from hygie_lib.landmarks import LEFT_EYE, NOSE, RIGHT_EYE
+from hygie_lib.landmarks import NOSE, eye_centres
 from hygie_lib.video import iter_frames
 
-NOSE_TO_MOUTH = 0.65  # box centre below the nose centroid, in eye distances (lips sit at ~0.52)
-MASK_CENTRE = (0.5, 0.52)  # mask ellipse centre (x, y), fraction of the crop side
-MASK_AXES = (0.42, 0.34)  # mask ellipse semi-axes (x, y), fraction of the crop side
+NOSE_TO_MOUTH = 0.58  # box centre below the nose centroid, in eye distances (closed lips sit at ~0.52)
+MASK_CENTRE = (0.5, 0.56)  # mask centre (x, y), fraction of the crop side
+MASK_AXES = (0.43, 0.34)  # mask semi-axes (x, y), fraction of the crop side
+MASK_POWER = 3.0  # superellipse |x/a|^p + |y/b|^p <= 1: squarer than an ellipse, so raised mouth corners fit
 
 
 def mouth_boxes(landmarks: np.ndarray, pad: float) -> np.ndarray:
@@ -33,7 +34,7 @@ def mouth_boxes(landmarks: np.ndarray, pad: float) -> np.ndarray:
     side = (1 + pad) * eye distance (a mouth is about one eye distance wide), centre NOSE_TO_MOUTH eye
     distances below the nose along the face's own down axis, so head roll is followed.
     """
-    left, right = landmarks[:, LEFT_EYE, :2].mean(1), landmarks[:, RIGHT_EYE, :2].mean(1)  # [N, 2]
+    left, right = eye_centres(landmarks)  # [N, 2] each
     across = left - right
     iod = np.linalg.norm(across, axis=1)  # [N]
     down = np.stack([-across[:, 1], across[:, 0]], axis=1) / iod[:, None]
@@ -76,12 +77,11 @@ def crop(frame: np.ndarray, box: np.ndarray, size: int) -> np.ndarray:
 
 
 def mouth_mask(size: int) -> np.ndarray:
-    """The fixed mouth mask [size, size] uint8 (1 inside): an ellipse over the lips and jaw, same for every frame."""
-    mask = np.zeros((size, size), np.uint8)
-    centre = (round(MASK_CENTRE[0] * size), round(MASK_CENTRE[1] * size))
-    axes = (round(MASK_AXES[0] * size), round(MASK_AXES[1] * size))
-    cv2.ellipse(mask, centre, axes, 0, 0, 360, 1, thickness=-1)
-    return mask
+    """The fixed mouth mask [size, size] uint8 (1 inside): a superellipse over lips and jaw, same for every frame."""
+    u = (np.arange(size) + 0.5) / size  # pixel centres as fractions of the side
+    x = np.abs(u[None, :] - MASK_CENTRE[0]) / MASK_AXES[0]
+    y = np.abs(u[:, None] - MASK_CENTRE[1]) / MASK_AXES[1]
+    return (x**MASK_POWER + y**MASK_POWER <= 1.0).astype(np.uint8)
 
 
 def build_crops(

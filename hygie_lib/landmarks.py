@@ -21,10 +21,48 @@ def _indices(connections: frozenset[tuple[int, int]]) -> np.ndarray:
     return np.array(sorted({i for edge in connections for i in edge}))
 
 
+def _loops(connections: frozenset[tuple[int, int]]) -> list[np.ndarray]:
+    """The connected components (closed contours) of a connection set, as index arrays."""
+    neighbours: dict[int, set[int]] = {}
+    for a, b in connections:
+        neighbours.setdefault(a, set()).add(b)
+        neighbours.setdefault(b, set()).add(a)
+    loops, seen = [], set()
+    for start in sorted(neighbours):
+        stack, loop = [start], []
+        while stack:
+            i = stack.pop()
+            if i not in seen:
+                seen.add(i)
+                loop.append(i)
+                stack += neighbours[i]
+        if loop:
+            loops.append(np.array(sorted(loop)))
+    return loops
+
+
 LIPS = _indices(fmc.FACEMESH_LIPS)  # outer + inner lip contours
+LIP_LOOPS = _loops(fmc.FACEMESH_LIPS)  # the two 20-point lip contours; the inner one is the narrower
 LEFT_EYE = _indices(fmc.FACEMESH_LEFT_EYE)
 RIGHT_EYE = _indices(fmc.FACEMESH_RIGHT_EYE)
 NOSE = _indices(fmc.FACEMESH_NOSE)
+
+
+def eye_centres(landmarks: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Centres [N, 2] of the subject's left and right eye contours."""
+    return landmarks[:, LEFT_EYE, :2].mean(1), landmarks[:, RIGHT_EYE, :2].mean(1)
+
+
+def mouth_aperture(landmarks: np.ndarray) -> np.ndarray:
+    """Inner-lip opening [N] along the face's vertical axis, in eye distances (~0 closed); NaN where no face."""
+    left, right = eye_centres(landmarks)
+    across = left - right
+    iod = np.linalg.norm(across, axis=1)
+    down = np.stack([-across[:, 1], across[:, 0]], axis=1) / iod[:, None]
+    a, b = (landmarks[:, loop, :2] for loop in LIP_LOOPS)  # [N, 20, 2] each
+    inner = np.where((np.ptp(a[..., 0], 1) < np.ptp(b[..., 0], 1))[:, None, None], a, b)
+    depth = np.einsum("nkd,nd->nk", inner, down)
+    return np.ptp(depth, axis=1) / iod
 
 
 class FaceMesh:

@@ -7,21 +7,21 @@ from itertools import islice
 import cv2
 import numpy as np
 
-from hygie_lib.crops import MASK_AXES, MASK_CENTRE, mouth_boxes, smooth_boxes
+from hygie_lib.crops import mouth_boxes, mouth_mask, smooth_boxes
 from hygie_lib.io import HygieError
 from hygie_lib.landmarks import LIPS, FaceMesh
 from hygie_lib.video import iter_frames
 
 
 def draw_probe(frame: np.ndarray, landmarks: np.ndarray | None, box: np.ndarray) -> np.ndarray:
-    """Copy of an RGB frame with lips (green dots), lip hull (blue), mouth box (red) and mask ellipse (yellow)."""
+    """Copy of an RGB frame with lips (green dots), lip hull (blue), mouth box (red) and mask outline (yellow)."""
     out = frame.copy()
     cx, cy, side = box
     x0, y0 = cx - side / 2, cy - side / 2
     cv2.rectangle(out, (round(x0), round(y0)), (round(x0 + side), round(y0 + side)), (255, 0, 0), 2)
-    centre = (round(x0 + MASK_CENTRE[0] * side), round(y0 + MASK_CENTRE[1] * side))
-    axes = (round(MASK_AXES[0] * side), round(MASK_AXES[1] * side))
-    cv2.ellipse(out, centre, axes, 0, 0, 360, (255, 220, 0), 1, cv2.LINE_AA)
+    contours, _ = cv2.findContours(mouth_mask(256), cv2.RETR_EXTERNAL, cv2.CHAIN_APPROX_SIMPLE)
+    outline = contours[0][:, 0] * (side / 256) + np.array([x0, y0])
+    cv2.polylines(out, [outline.round().astype(np.int32)], True, (255, 220, 0), 1, cv2.LINE_AA)
     if landmarks is not None:
         lips = landmarks[LIPS, :2].round().astype(np.int32)
         cv2.polylines(out, [cv2.convexHull(lips)], True, (0, 80, 255), 1, cv2.LINE_AA)

@@ -46,7 +46,7 @@ def open_media(path: str | os.PathLike) -> av.container.InputContainer:
 
 def _video_stream(container: av.container.InputContainer, path: Path) -> av.video.stream.VideoStream:
     if not container.streams.video:
-        raise HygieError(f"{path}: has no video stream. Pass a video file (mp4, mov, mkv, webm).")
+        raise HygieError(f"{path}: has no video frames (no video stream, or an empty one). Pass a video (mp4, mov, mkv, webm).")
     return container.streams.video[0]
 
 
@@ -78,6 +78,8 @@ def probe_video(path: str | os.PathLike, max_side: int = MAX_SIDE) -> VideoInfo:
             rotation = _rotation(s)
         except av.error.FFmpegError as e:
             raise HygieError(f"{path}: cannot decode the first frame ({e}). The file is corrupt: re-export it.") from e
+        if duration <= 0:
+            raise HygieError(f"{path}: has no video frames (duration 0). Re-export the video.")
         if rotation % 180:
             w, h = h, w
         return VideoInfo(w, h, fps, duration, rotation, bool(c.streams.audio))
@@ -118,7 +120,7 @@ def iter_frames(path: str | os.PathLike, fps: float, max_side: int = MAX_SIDE) -
                 f"{path}: decoding failed after {n} frames ({e}). The file is corrupt or truncated: re-export it."
             ) from e
         if prev is None:
-            raise HygieError(f"{path}: the video has zero decodable frames. Re-export it.")
+            raise HygieError(f"{path}: has no video frames that decode. Re-export the video.")
         last_duration = float(prev.duration * prev.time_base) if prev.duration else 1.0 / info.fps
         end = prev.time - t0 + last_duration
         while n < end * fps - _EPS or n == 0:

@@ -1,3 +1,5 @@
+import os
+
 import numpy as np
 import pytest
 
@@ -12,6 +14,9 @@ def test_atomic_path_renames_on_success(tmp_path):
         assert not target.exists()
     assert target.read_text() == "done"
     assert list(target.parent.iterdir()) == [target]
+    umask = os.umask(0)
+    os.umask(umask)
+    assert target.stat().st_mode & 0o777 == 0o666 & ~umask
 
 
 def test_atomic_path_leaves_nothing_on_failure(tmp_path):

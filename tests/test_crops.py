@@ -1,0 +1,91 @@
+import numpy as np
+import pytest
+from conftest import write_video
+
+from hygie_lib.crops import build_crops, crop, crop_matrix, mouth_boxes, mouth_mask, smooth_boxes
+from hygie_lib.io import HygieError
+from hygie_lib.landmarks import LIPS
+
+
+def lips_in_crop(landmarks: np.ndarray, box: np.ndarray, size: int) -> np.ndarray:
+    """Lip landmarks in crop pixel coordinates."""
+    m = crop_matrix(box, size)
+    xy = landmarks[LIPS, :2]
+    return xy @ m[:, :2].T + m[:, 2]
+
+
+def test_box_side_grows_with_padding_and_is_centred_on_the_mouth(face_landmarks):
+    lm = face_landmarks[None]
+    b0, b5 = mouth_boxes(lm, 0.0)[0], mouth_boxes(lm, 0.5)[0]
+    assert b5[2] == pytest.approx(1.5 * b0[2])
+    np.testing.assert_allclose(b0[:2], b5[:2])
+    lips = face_landmarks[LIPS, :2]
+    assert np.all(np.abs(lips.mean(0) - b5[:2]) < 0.2 * b5[2])  # the lips sit near the middle
+    assert lips[:, 0].ptp() < b5[2]  # and fit across
+
+
+def test_box_does_not_move_when_only_the_mouth_moves(face_landmarks):
+    """No leak: opening the jaw (lower lip down 30% of the mouth width) must not change the box at all."""
+    opened = face_landmarks.copy()
+    lips = face_landmarks[LIPS, :2]
+    lower = LIPS[lips[:, 1] > lips[:, 1].mean()]
+    opened[lower, 1] += 0.3 * lips[:, 0].ptp()
+    np.testing.assert_array_equal(mouth_boxes(face_landmarks[None], 0.5), mouth_boxes(opened[None], 0.5))
+
+
+def test_mask_is_fixed_covers_the_lips_and_leaves_a_border(face_landmarks):
+    size = 96
+    mask = mouth_mask(size)
+    np.testing.assert_array_equal(mask, mouth_mask(size))
+    assert set(np.unique(mask)) == {0, 1}
+    box = mouth_boxes(face_landmarks[None], 0.5)[0]
+    xy = lips_in_crop(face_landmarks, box, size).round().astype(int)
+    assert mask[xy[:, 1], xy[:, 0]].all(), "every lip point is inside the mask"
+    border = np.ones_like(mask, bool)
+    border[4:-4, 4:-4] = False
+    assert not mask[border].any(), "a ring around the crop stays unmasked for blending"
+    assert 0.25 < mask.mean() < 0.6
+
+
+def test_smoothing_constant_is_constant_and_steps_have_zero_lag():
+    const = np.tile([100.0, 50.0, 40.0], (20, 1))
+    np.testing.assert_allclose(smooth_boxes(const, 0.7), const)
+    step = np.zeros((41, 3))
+    step[21:] = 10.0
+    out = smooth_boxes(step, 0.7)[:, 0]
+    assert np.all(np.diff(out) >= -1e-9)  # monotone, no overshoot
+    assert 0 < out[20] < 5 < out[21] < 10  # centred on the step: zero lag
+    assert abs((out[20] + out[21]) / 2 - 5.0) < 0.5
+    np.testing.assert_allclose(smooth_boxes(step, 0.0), step)
+
+
+def test_smoothing_fills_gaps_by_holding_boxes():
+    boxes = np.array([[np.nan] * 3, [10.0, 10, 10], [np.nan] * 3, [np.nan] * 3, [20.0, 20, 20]])
+    filled = smooth_boxes(boxes, 0.0)
+    np.testing.assert_allclose(filled[:, 0], [10, 10, 10, 10, 20])
+    assert not np.isnan(smooth_boxes(boxes, 0.8)).any()
+    with pytest.raises(HygieError):
+        smooth_boxes(np.full((3, 3), np.nan), 0.5)
+    with pytest.raises(HygieError, match="EMA_ALPHA"):
+        smooth_boxes(boxes, 1.0)
+
+
+def test_crop_takes_the_box_and_repeats_borders():
+    frame = np.zeros((100, 200, 3), np.uint8)
+    frame[40:60, 140:160] = 255
+    out = crop(frame, np.array([150.0, 50.0, 20.0]), 40)
+    assert out.shape == (40, 40, 3) and out[4:-4, 4:-4].min() == 255
+    edge = crop(np.tile(np.arange(200, dtype=np.uint8)[None, :, None], (100, 1, 3)), np.array([195.0, 50, 20]), 20)
+    assert edge[:, -1, 0].max() == 199  # outside the frame: the last column repeated
+
+
+def test_build_crops_keeps_every_frame(tmp_path, face_image, face_landmarks):
+    frames = [np.roll(face_image, 2 * i, axis=1) for i in range(6)]
+    path = write_video(tmp_path / "v.mp4", frames, 25)
+    lm = np.stack([face_landmarks + np.array([2 * i, 0, 0], np.float32) for i in range(6)])
+    lm[2] = np.nan  # a frame without a face keeps its place, with a held box
+    out = build_crops(path, lm, 25, size=64, pad=0.5, alpha=0.0, progress=False)
+    assert out["crops"].shape == (6, 64, 64, 3) and out["crops"].dtype == np.uint8
+    assert list(out["face"]) == [True, True, False, True, True, True]
+    np.testing.assert_allclose(out["boxes"][2], out["boxes"][1])
+    assert np.abs(out["crops"][0].astype(int) - out["crops"][5]).mean() < 12  # box follows the face
