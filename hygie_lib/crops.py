@@ -88,7 +88,7 @@ def build_crops(
     video: str | os.PathLike, landmarks: np.ndarray, fps: float, *, size: int, pad: float, alpha: float,
     progress: bool = True,
 ) -> dict[str, np.ndarray]:
-    """Crops [N, size, size, 3] uint8, smoothed boxes [N, 3], face flags [N] and the mask [size, size] for a video."""
+    """Crops [N, size, size, 3] uint8, smoothed boxes [N, 3], face flags [N], the mask [size, size] and the pad."""
     face = ~np.isnan(landmarks[:, 0, 0])
     boxes = smooth_boxes(mouth_boxes(landmarks, pad), alpha)
     crops = np.zeros((len(landmarks), size, size, 3), np.uint8)
@@ -102,4 +102,4 @@ def build_crops(
     bar.close()
     if n + 1 < len(crops):
         raise HygieError(f"{video}: has {n + 1} frames but its landmarks have {len(crops)}; rerun detect_landmarks.")
-    return {"crops": crops, "boxes": boxes.astype(np.float32), "face": face, "mask": mouth_mask(size)}
+    return {"crops": crops, "boxes": boxes.astype(np.float32), "face": face, "mask": mouth_mask(size), "pad": np.float32(pad)}

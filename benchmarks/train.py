@@ -1,0 +1,94 @@
+"""Training samples/s and forward ms/frame of the default HygieUNetLite on this machine's CPU (or --device).
+
+A sample is one 2-frame clip (CLIP), as in training. Random data: speed does not depend on content.
+Usage: python benchmarks/train.py [--sizes 96 128] [--steps 8] [--device cpu]
+"""
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+import torch
+import yaml
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
+
+from hygie_lib.dataset import CLIP, MouthBatches  # noqa: E402
+from hygie_lib.model import HygieUNetLite, count_params, flops_per_frame  # noqa: E402
+from hygie_lib.train import TrainConfig, clip_loss  # noqa: E402
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--sizes", type=int, nargs="+", default=[96, 128])
+    ap.add_argument("--steps", type=int, default=8, help="timed optimiser steps per size (after 2 warm-up steps)")
+    ap.add_argument("--device", default="cpu")
+    args = ap.parse_args()
+    p = yaml.safe_load((ROOT / "params.yaml").read_text())
+    t, m = p["train"], p["compute_mel"]
+    device = torch.device(args.device)
+    torch.set_num_threads(os.cpu_count() or 1)
+    cfg = TrainConfig(epochs=1, batch_size=t["batch_size"], lr=t["lr"], w_in=t["w_in"], w_temporal=t["w_temporal"],
+                      augment=t["augment"], train_split=t["TRAIN_SPLIT"], seed=0)
+    print(f"device {device}, {torch.get_num_threads()} threads, batch {cfg.batch_size} clips x {CLIP} frames, "
+          f"widths {t['widths']}, reference {t['reference']}")
+    print(f"\n{'IMG_SIZE':>8}{'params':>11}{'GFLOPs/frame':>14}{'train samples/s':>17}{'forward ms/frame':>18}")
+    for size in args.sizes:
+        rng = np.random.default_rng(0)
+        n = 400
+        crops = rng.integers(0, 256, (n, size, size, 3), dtype=np.uint8)
+        mel = rng.normal(-4, 2, (m["N_MELS"], n * m["MEL_PER_FRAME"])).astype(np.float32)
+        mask = np.zeros((size, size), np.float32)
+        mask[size // 2 :] = 1
+        data = MouthBatches(crops, mel, mask, per_frame=m["MEL_PER_FRAME"], mel_win=m["MEL_WIN"], ref_pool=np.arange(n))
+        model = HygieUNetLite(img_size=size, widths=tuple(t["widths"]), emb=t["emb"], n_mels=m["N_MELS"],
+                              mel_win=m["MEL_WIN"], reference=t["reference"]).to(device)
+        opt = torch.optim.AdamW(model.parameters(), lr=cfg.lr)
+
+        def step() -> None:
+            b = data.batch(rng.integers(0, n - CLIP, cfg.batch_size), rng, augment=cfg.augment)
+            with torch.autocast(device.type, dtype=torch.bfloat16, enabled=device.type == "cuda"):
+                loss, _ = clip_loss(model, b, cfg, device)
+            opt.zero_grad(set_to_none=True)
+            loss.backward()
+            opt.step()
+
+        for _ in range(2):
+            step()
+        _sync(device)
+        t0 = time.perf_counter()
+        for _ in range(args.steps):
+            step()
+        _sync(device)
+        train_sps = args.steps * cfg.batch_size / (time.perf_counter() - t0)
+
+        model.eval()
+        bs = 32
+        masked = torch.rand(bs, 3, size, size, device=device)
+        mels = torch.randn(bs, 1, m["N_MELS"], m["MEL_WIN"], device=device)
+        ref = masked if model.reference else None
+        with torch.inference_mode():
+            model(masked, mels, ref)
+            _sync(device)
+            t0 = time.perf_counter()
+            reps = 5
+            for _ in range(reps):
+                model(masked, mels, ref)
+            _sync(device)
+        fwd_ms = (time.perf_counter() - t0) / (reps * bs) * 1e3
+        print(f"{size:>8}{count_params(model):>11,}{flops_per_frame(model) / 1e9:>14.3f}{train_sps:>17.1f}{fwd_ms:>18.2f}")
+
+
+def _sync(device: torch.device) -> None:
+    """Wait for queued GPU work so timings are real."""
+    if device.type == "cuda":
+        torch.cuda.synchronize()
+
+
+if __name__ == "__main__":
+    main()

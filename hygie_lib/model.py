@@ -1,0 +1,233 @@
+"""HygieUNetLite: a small audio-conditioned U-Net that paints the masked mouth of a crop from a mel window.
+
+Inputs, for a batch of B frames and a crop side S:
+    masked [B, 3, S, S]            RGB in [0, 1], the mouth region set to 0 by the caller
+    mel    [B, 1, n_mels, mel_win] natural-log mel power (about -11.5 .. +5), normalised here by (x + 4) / 4
+    ref    [B, 3, S, S]            optional unmasked crop of the same person at another moment (Wav2Lip style)
+Output:
+    [B, 3, S, S] the full crop in [0, 1]: masked + delta, delta = tanh(head(features)) in [-1, 1], clamped.
+
+Layout (widths w0..w3 = 24, 48, 96, 160 by default, L = len(widths) levels, L - 1 stride-2 downsamplings):
+    encoder   level 0: one 3x3 conv at full resolution (few channels where pixels are many), no norm
+              level 1: stride-2 3x3 conv
+              level i: stride-2 3x3 conv + 3x3 conv (more channels where pixels are few)
+    bottleneck one 3x3 conv, FiLM
+    decoder   level i: 1x1 conv (at low res) -> nearest upsample x2 -> concat skip -> 3x3 conv, FiLM
+              (no norm at full resolution: a GroupNorm pass over the largest tensors costs more than it helps)
+    head      3x3 conv -> tanh, added to the masked input
+    audio     conv2d stack over the mel window (3 stride-2) -> flatten -> Linear -> embedding [B, emb]
+FiLM: feat * (1 + gamma) + beta, gamma and beta linear in the audio embedding, zero-initialised (identity at init).
+Norm: GroupNorm (never BatchNorm: small batches, and train/eval must behave alike).
+
+Checkpoints store plain data only, so they reload with torch.load(path, weights_only=True):
+    torch.save({"config": config_dict(m), "state_dict": m.state_dict()}, path)
+    ck = torch.load(path, weights_only=True); m = build_model(ck["config"]); m.load_state_dict(ck["state_dict"])
+"""
+from __future__ import annotations
+
+import math
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor, nn
+
+CHANNELS_LAST = True  # run the convs in NHWC (measured faster on CPU; see report)
+MEL_SHIFT, MEL_SCALE = 4.0, 4.0  # fixed affine on the log-mel: (x + 4) / 4 maps about [-11.5, 5] to [-1.9, 2.3]
+
+
+def _gn(ch: int) -> nn.GroupNorm:
+    """GroupNorm with up to 8 groups that divide `ch`."""
+    return nn.GroupNorm(math.gcd(8, ch), ch)
+
+
+class ConvAct(nn.Sequential):
+    """3x3 (or k x k) conv -> optional GroupNorm -> SiLU."""
+
+    def __init__(self, cin: int, cout: int, *, k: int = 3, stride: int = 1, norm: bool = True):
+        layers: list[nn.Module] = [nn.Conv2d(cin, cout, k, stride, k // 2, bias=not norm)]
+        if norm:
+            layers.append(_gn(cout))
+        layers.append(nn.SiLU(inplace=True))
+        super().__init__(*layers)
+
+
+class FiLM(nn.Module):
+    """Per-channel scale and shift from the audio embedding, zero-initialised so it starts as the identity."""
+
+    def __init__(self, emb: int, ch: int):
+        super().__init__()
+        self.proj = nn.Linear(emb, 2 * ch)
+        nn.init.zeros_(self.proj.weight)
+        nn.init.zeros_(self.proj.bias)
+
+    def forward(self, x: Tensor, e: Tensor) -> Tensor:
+        gamma, beta = self.proj(e)[:, :, None, None].chunk(2, dim=1)  # [B, C, 1, 1] each
+        return torch.addcmul(beta, x, 1.0 + gamma)  # x * (1 + gamma) + beta in one pass over x
+
+
+class AudioEncoder(nn.Module):
+    """Conv2d stack over a normalised mel window [B, 1, n_mels, mel_win] -> embedding [B, emb]."""
+
+    def __init__(self, *, emb: int, n_mels: int, mel_win: int):
+        super().__init__()
+        self.convs = nn.Sequential(
+            ConvAct(1, 32),  # [B, 32, M, T]
+            ConvAct(32, 64, stride=2),  # [B, 64, M/2, T/2]
+            ConvAct(64, 128, stride=2),  # [B, 128, M/4, T/4]
+            ConvAct(128, 128, stride=2),  # [B, 128, M/8, T/8]
+        )
+        # flatten the small [128, M/8, T/8] map (10 x 2 by default) rather than pool it: keeps where in
+        # frequency and time the energy is, and exports to ONNX for any window size
+        self.fc = nn.Sequential(nn.Linear(128 * _halved(n_mels, 3) * _halved(mel_win, 3), emb), nn.SiLU())
+
+    def forward(self, mel: Tensor) -> Tensor:
+        x = self.convs((mel + MEL_SHIFT) / MEL_SCALE)  # [B, 128, M/8, T/8]
+        return self.fc(x.flatten(1))  # [B, emb]
+
+
+def _halved(n: int, times: int) -> int:
+    """Size after `times` stride-2 3x3 convs with padding 1 (each halves, rounding up)."""
+    for _ in range(times):
+        n = (n + 1) // 2
+    return n
+
+
+class UpBlock(nn.Module):
+    """Decoder level: 1x1 conv at low res, nearest upsample x2, concat the skip, 3x3 conv, FiLM."""
+
+    def __init__(self, cin: int, cskip: int, *, emb: int, norm: bool = True):
+        super().__init__()
+        self.reduce = nn.Conv2d(cin, cskip, 1)  # cheap: runs before the upsampling
+        self.conv = ConvAct(2 * cskip, cskip, norm=norm)
+        self.film = FiLM(emb, cskip)
+
+    def forward(self, x: Tensor, skip: Tensor, e: Tensor) -> Tensor:
+        x = F.interpolate(self.reduce(x), scale_factor=2.0, mode="nearest")  # [B, cskip, 2h, 2w]
+        return self.film(self.conv(torch.cat([x, skip], dim=1)), e)  # [B, cskip, 2h, 2w]
+
+
+class HygieUNetLite(nn.Module):
+    """Audio-conditioned U-Net: masked crop (+ reference crop) + mel window -> full crop in [0, 1]."""
+
+    def __init__(
+        self,
+        *,
+        img_size: int,
+        widths: tuple[int, ...] = (24, 48, 96, 160),
+        emb: int = 128,
+        n_mels: int = 80,
+        mel_win: int = 16,
+        reference: bool = True,
+    ):
+        super().__init__()
+        widths = tuple(int(w) for w in widths)
+        if len(widths) < 2 or min(widths) < 1:
+            raise ValueError(f"widths must hold at least 2 positive channel counts, got {widths}")
+        n_down = len(widths) - 1
+        if img_size < 2**n_down or img_size % 2**n_down:
+            raise ValueError(f"img_size {img_size} must be a multiple of 2**{n_down} = {2**n_down} (len(widths) - 1 downsamplings)")
+        if n_mels < 8 or mel_win < 2:
+            raise ValueError(f"the mel window must be at least 8 x 2, got n_mels={n_mels}, mel_win={mel_win}")
+        self.config = dict(img_size=int(img_size), widths=widths, emb=int(emb), n_mels=int(n_mels), mel_win=int(mel_win), reference=bool(reference))
+        self.img_size, self.widths, self.n_mels, self.mel_win, self.reference = img_size, widths, n_mels, mel_win, reference
+        cin = 6 if reference else 3
+
+        self.audio = AudioEncoder(emb=emb, n_mels=n_mels, mel_win=mel_win)
+        self.stem = ConvAct(cin, widths[0], norm=False)  # [B, w0, S, S]: one conv at full res
+        self.downs = nn.ModuleList(  # level 1: stride-2 conv only (it is the costliest level); deeper: + one 3x3 conv
+            nn.Sequential(ConvAct(widths[i - 1], widths[i], stride=2), *([ConvAct(widths[i], widths[i])] if i > 1 else []))
+            for i in range(1, len(widths))  # [B, wi, S/2^i, S/2^i]
+        )
+        self.mid = ConvAct(widths[-1], widths[-1])  # [B, wL, S/2^n, S/2^n]
+        self.mid_film = FiLM(emb, widths[-1])
+        self.ups = nn.ModuleList(UpBlock(widths[i + 1], widths[i], emb=emb, norm=i > 0) for i in reversed(range(n_down)))
+        self.head = nn.Conv2d(widths[0], 3, 3, padding=1)  # [B, 3, S, S] -> tanh -> delta
+        nn.init.normal_(self.head.weight, std=1e-3)  # start near the identity: out ~ masked input
+        nn.init.zeros_(self.head.bias)
+
+    def _check(self, masked: Tensor, mel: Tensor, ref: Tensor | None) -> None:
+        """Raise a ValueError naming the first input whose shape does not match the config."""
+        S = self.img_size
+        if masked.ndim != 4 or tuple(masked.shape[1:]) != (3, S, S):
+            raise ValueError(f"masked must be [B, 3, {S}, {S}] (img_size={S}), got {list(masked.shape)}")
+        B = masked.shape[0]
+        if tuple(mel.shape) != (B, 1, self.n_mels, self.mel_win):
+            raise ValueError(f"mel must be [B={B}, 1, n_mels={self.n_mels}, mel_win={self.mel_win}], got {list(mel.shape)}")
+        if self.reference and ref is None:
+            raise ValueError("this model was built with reference=True: pass ref, an unmasked crop [B, 3, S, S] of the same person")
+        if ref is not None:
+            if not self.reference:
+                raise ValueError("this model was built with reference=False: do not pass ref")
+            if tuple(ref.shape) != tuple(masked.shape):
+                raise ValueError(f"ref must have the shape of masked {list(masked.shape)}, got {list(ref.shape)}")
+
+    def forward(self, masked: Tensor, mel: Tensor, ref: Tensor | None = None) -> Tensor:
+        """Masked crop [B,3,S,S] + mel [B,1,n_mels,mel_win] (+ ref [B,3,S,S]) -> crop [B,3,S,S] in [0, 1]."""
+        self._check(masked, mel, ref)
+        return self._forward(masked, mel, ref)
+
+    def _forward(self, masked: Tensor, mel: Tensor, ref: Tensor | None) -> Tensor:
+        """The forward pass without the shape checks (any S divisible by 2**(len(widths) - 1))."""
+        e = self.audio(mel)  # [B, emb]
+        x = masked if ref is None else torch.cat([masked, ref], dim=1)  # [B, 3 or 6, S, S]
+        if CHANNELS_LAST and x.device.type == "cpu":
+            x = x.contiguous(memory_format=torch.channels_last)  # NHWC: faster oneDNN convs on CPU
+        skips = [self.stem(x)]  # [B, w0, S, S]
+        for down in self.downs:
+            skips.append(down(skips[-1]))  # [B, wi, S/2^i, S/2^i]
+        h = self.mid_film(self.mid(skips.pop()), e)  # [B, wL, S/2^n, S/2^n]
+        for up in self.ups:
+            h = up(h, skips.pop(), e)  # [B, wi, S/2^i, S/2^i], up to [B, w0, S, S]
+        delta = torch.tanh(self.head(h))  # [B, 3, S, S] in [-1, 1]: masked zeros can become any intensity
+        return _clamp01_straight_through(masked + delta.contiguous())  # [B, 3, S, S]
+
+
+def _clamp01_straight_through(y: Tensor) -> Tensor:
+    """Clamp to [0, 1] forward, identity gradient backward (a plain clamp would freeze masked pixels with delta < 0)."""
+    return y + (y.clamp(0.0, 1.0) - y).detach()
+
+
+def count_params(model: nn.Module) -> int:
+    """Number of trainable parameters."""
+    return sum(p.numel() for p in model.parameters() if p.requires_grad)
+
+
+def flops_per_frame(model: HygieUNetLite, img_size: int | None = None) -> int:
+    """FLOPs (2 x multiply-accumulates of the Conv2d and Linear layers) of one frame at `img_size`, by forward hooks."""
+    S = model.img_size if img_size is None else int(img_size)
+    p = next(model.parameters())
+    total = 0
+
+    def hook(mod: nn.Module, inputs: tuple, out: Tensor) -> None:
+        nonlocal total
+        if isinstance(mod, nn.Conv2d):
+            k = mod.kernel_size[0] * mod.kernel_size[1] * mod.in_channels // mod.groups
+            total += 2 * out.numel() * k
+        elif isinstance(mod, nn.Linear):
+            total += 2 * out.numel() * mod.in_features
+
+    handles = [m.register_forward_hook(hook) for m in model.modules() if isinstance(m, (nn.Conv2d, nn.Linear))]
+    try:
+        masked = torch.zeros(1, 3, S, S, device=p.device, dtype=p.dtype)
+        mel = torch.zeros(1, 1, model.n_mels, model.mel_win, device=p.device, dtype=p.dtype)
+        with torch.no_grad():
+            model._forward(masked, mel, masked if model.reference else None)
+    finally:
+        for h in handles:
+            h.remove()
+    return total
+
+
+def config_dict(model: HygieUNetLite) -> dict:
+    """The constructor kwargs as plain data (ints, bools, lists), safe for torch.load(weights_only=True)."""
+    return {k: list(v) if isinstance(v, tuple) else v for k, v in model.config.items()}
+
+
+def build_model(cfg: dict) -> HygieUNetLite:
+    """Build a model from config_dict() output (lists become tuples)."""
+    known = {"img_size", "widths", "emb", "n_mels", "mel_win", "reference"}
+    unknown = set(cfg) - known
+    if unknown or "img_size" not in cfg:
+        raise ValueError(f"bad model config: unknown keys {sorted(unknown)}, img_size required; got {cfg}")
+    kw = {k: tuple(v) if isinstance(v, list) else v for k, v in cfg.items()}
+    return HygieUNetLite(**kw)

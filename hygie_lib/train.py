@@ -1,0 +1,229 @@
+"""Training: losses, one epoch, validation, checkpoints (best and last, resumable) and dvclive logging."""
+from __future__ import annotations
+
+import math
+import os
+import time
+from dataclasses import asdict, dataclass
+from pathlib import Path
+
+import numpy as np
+import torch
+from tqdm import tqdm
+
+from hygie_lib.dataset import CLIP, MouthBatches, time_split
+from hygie_lib.device import best_device
+from hygie_lib.io import HygieError, atomic_path
+from hygie_lib.model import HygieUNetLite, build_model, config_dict, count_params
+
+
+@dataclass(frozen=True)
+class TrainConfig:
+    """Everything the loop needs besides the data; each field is a `train.*` param."""
+
+    epochs: int
+    batch_size: int
+    lr: float
+    w_in: float  # L1 weight inside the mouth mask (1 outside)
+    w_temporal: float  # weight of the temporal L1 on consecutive frames
+    augment: bool
+    train_split: float
+    seed: int
+
+
+@dataclass(frozen=True)
+class DataInfo:
+    """How the crops and mel were made; stored in checkpoints so render can refuse mismatched inputs."""
+
+    img_size: int
+    mouth_pad: float
+    fps: float
+    sr: int
+    n_fft: int
+    n_mels: int
+    mel_per_frame: int
+    mel_win: int
+
+
+def weighted_l1(pred: torch.Tensor, target: torch.Tensor, mask: torch.Tensor, w_in: float) -> torch.Tensor:
+    """L1 with weight `w_in` inside the mouth mask and 1 outside."""
+    return ((1.0 + (w_in - 1.0) * mask) * (pred - target).abs()).mean()
+
+
+def temporal_l1(pred: torch.Tensor, target: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
+    """L1 between predicted and real frame-to-frame changes inside the mask, for clips [B, T, 3, S, S]."""
+    return ((pred.diff(dim=1) - target.diff(dim=1)).abs() * mask).mean()
+
+
+def psnr(pred: torch.Tensor, target: torch.Tensor, mask: torch.Tensor) -> float:
+    """PSNR (dB) inside the mask, images in [0, 1]."""
+    weight = mask.expand_as(pred)
+    mse = (((pred - target) ** 2) * weight).sum() / weight.sum()
+    return float(10 * torch.log10(1.0 / mse.clamp_min(1e-10)))
+
+
+def _run(model: HygieUNetLite, b: dict[str, torch.Tensor], device: torch.device) -> torch.Tensor:
+    """Predicted clips [B, T, 3, S, S] for a batch."""
+    B, T = b["masked"].shape[:2]
+    ref = b["ref"].to(device)[:, None].expand(-1, T, -1, -1, -1).flatten(0, 1) if model.reference else None
+    out = model(b["masked"].to(device).flatten(0, 1), b["mel"].to(device).flatten(0, 1), ref)
+    return out.view(B, T, *out.shape[1:])
+
+
+def clip_loss(model: HygieUNetLite, b: dict[str, torch.Tensor], cfg: TrainConfig, device: torch.device):
+    """(total loss, predicted clips) of a batch."""
+    pred = _run(model, b, device)
+    target, mask = b["target"].to(device), b["mask"].to(device)
+    loss = weighted_l1(pred, target, mask, cfg.w_in)
+    if cfg.w_temporal:
+        loss = loss + cfg.w_temporal * temporal_l1(pred, target, mask)
+    return loss, pred
+
+
+def cosine_schedule(opt: torch.optim.Optimizer, total_steps: int) -> torch.optim.lr_scheduler.LambdaLR:
+    """Learning rate from `lr` down to 2% of it along a half cosine over `total_steps` optimiser steps."""
+    return torch.optim.lr_scheduler.LambdaLR(opt, lambda step: 0.02 + 0.49 * (1 + math.cos(math.pi * min(1.0, step / total_steps))))
+
+
+def train_one_epoch(model, data: MouthBatches, starts, opt, sched, cfg: TrainConfig, rng, device, desc: str) -> tuple[float, float]:
+    """One pass over the training clips in random order: (mean loss, samples/s)."""
+    model.train()
+    order = rng.permutation(starts)
+    total, seen, t0 = 0.0, 0, time.perf_counter()
+    bar = tqdm(range(0, len(order) - cfg.batch_size + 1, cfg.batch_size), desc=desc, unit="batch", leave=False)
+    for i in bar:
+        b = data.batch(order[i : i + cfg.batch_size], rng, augment=cfg.augment)
+        with torch.autocast(device.type, dtype=torch.bfloat16, enabled=device.type == "cuda"):
+            loss, _ = clip_loss(model, b, cfg, device)
+        opt.zero_grad(set_to_none=True)
+        loss.backward()
+        opt.step()
+        sched.step()
+        total += loss.item() * cfg.batch_size
+        seen += cfg.batch_size
+        bar.set_postfix(loss=f"{total / seen:.4f}", samples_s=f"{seen / (time.perf_counter() - t0):.1f}")
+    return total / max(seen, 1), seen / (time.perf_counter() - t0)
+
+
+@torch.no_grad()
+def validate(model, data: MouthBatches, starts, cfg: TrainConfig, device) -> tuple[dict[str, float], dict]:
+    """Validation loss and mouth PSNR over all validation clips (fixed references), plus one batch for previews."""
+    model.eval()
+    rng = np.random.default_rng(1234)  # the same references every epoch
+    total, tot_psnr, n, first = 0.0, 0.0, 0, None
+    for i in range(0, len(starts), cfg.batch_size):
+        b = data.batch(starts[i : i + cfg.batch_size], rng, augment=False)
+        loss, pred = clip_loss(model, b, cfg, device)
+        k = len(starts[i : i + cfg.batch_size])
+        total += float(loss) * k
+        tot_psnr += psnr(pred.float().cpu(), b["target"], b["mask"]) * k
+        n += k
+        first = first or {**b, "pred": pred.float().cpu()}
+    return {"loss": total / max(n, 1), "psnr_mouth": tot_psnr / max(n, 1)}, first
+
+
+def preview(b: dict, k: int = 6) -> np.ndarray:
+    """Image grid (uint8 RGB): rows masked | predicted | real for the first k samples' first frame."""
+    rows = [b[name][:k, 0] for name in ("masked", "pred", "target")]  # [k, 3, S, S] each
+    grid = torch.cat([torch.cat(list(r), dim=2) for r in rows], dim=1)  # [3, 3S, kS]
+    return (grid.permute(1, 2, 0).clamp(0, 1).numpy() * 255).round().astype(np.uint8)
+
+
+def save_checkpoint(path: Path, model, opt, sched, *, epoch: int, best: float, data: DataInfo, rng) -> None:
+    """Atomically save everything needed to resume or to render; loads with torch.load(weights_only=True)."""
+    state = {
+        "config": config_dict(model),
+        "state_dict": model.state_dict(),
+        "optimizer": opt.state_dict(),
+        "scheduler": sched.state_dict(),
+        "epoch": epoch,
+        "best_val_loss": best,
+        "data": asdict(data),
+        "torch_rng": torch.get_rng_state(),
+        "numpy_rng": rng.bit_generator.state,
+    }
+    with atomic_path(path) as tmp:
+        torch.save(state, tmp)
+
+
+def load_checkpoint(path: str | os.PathLike, device: torch.device | str = "cpu") -> tuple[HygieUNetLite, dict]:
+    """The model (eval mode) and the whole checkpoint dict; a HygieError names a missing or corrupt file."""
+    path = Path(path)
+    if not path.is_file():
+        raise HygieError(f"{path}: model not found. Train one with `dvc repro train`.")
+    try:
+        ckpt = torch.load(path, map_location=device, weights_only=True)
+        model = build_model(ckpt["config"]).to(device)
+        model.load_state_dict(ckpt["state_dict"])
+    except Exception as e:  # noqa: BLE001 - any failure here means the file is not a usable checkpoint
+        raise HygieError(f"{path}: not a readable HygieSync model ({type(e).__name__}: {e}). Retrain it.") from e
+    return model.eval(), ckpt
+
+
+def fit(
+    crops_path: str | os.PathLike,
+    mel_path: str | os.PathLike,
+    *,
+    model_kwargs: dict,
+    cfg: TrainConfig,
+    data_info: DataInfo,
+    models_dir: str | os.PathLike,
+    live,
+    resume: bool = False,
+) -> dict[str, float]:
+    """Train on one prepared clip; writes models_dir/best.pt and last.pt; logs to a dvclive `live`."""
+    torch.manual_seed(cfg.seed)
+    rng = np.random.default_rng(cfg.seed)
+    device = best_device()
+    if device.type == "cpu":
+        torch.set_num_threads(os.cpu_count() or 1)
+    prepared = np.load(crops_path)
+    mel = np.load(mel_path)
+    train_starts, val_starts = time_split(prepared["face"], train_split=cfg.train_split, gap=data_info.mel_win)
+    if len(train_starts) < cfg.batch_size or len(val_starts) == 0:
+        raise HygieError(
+            f"{crops_path}: only {len(train_starts)} training and {len(val_starts)} validation clips; "
+            "record a longer video (5-15 min) or lower train.batch_size."
+        )
+    data = MouthBatches(
+        prepared["crops"], mel, prepared["mask"], per_frame=data_info.mel_per_frame, mel_win=data_info.mel_win,
+        ref_pool=np.flatnonzero(prepared["face"][: train_starts[-1] + CLIP]),
+    )
+    model = HygieUNetLite(img_size=data_info.img_size, n_mels=data_info.n_mels, mel_win=data_info.mel_win, **model_kwargs)
+    model.to(device)
+    opt = torch.optim.AdamW(model.parameters(), lr=cfg.lr, weight_decay=1e-4)
+    sched = cosine_schedule(opt, cfg.epochs * (len(train_starts) // cfg.batch_size))
+    models_dir = Path(models_dir)
+    start_epoch, best = 0, float("inf")
+    if resume and (models_dir / "last.pt").is_file():
+        _, ckpt = load_checkpoint(models_dir / "last.pt", device)
+        model.load_state_dict(ckpt["state_dict"])
+        opt.load_state_dict(ckpt["optimizer"])
+        sched.load_state_dict(ckpt["scheduler"])
+        start_epoch, best = ckpt["epoch"], ckpt["best_val_loss"]
+        torch.set_rng_state(ckpt["torch_rng"].cpu())
+        rng.bit_generator.state = ckpt["numpy_rng"]
+        print(f"resuming after epoch {start_epoch} (best val loss {best:.4f})")
+    print(f"{count_params(model):,} params on {device}; {len(train_starts)} training clips, {len(val_starts)} validation")
+
+    val = {"loss": float("nan")}
+    for epoch in range(start_epoch, cfg.epochs):
+        train_loss, speed = train_one_epoch(model, data, train_starts, opt, sched, cfg, rng, device, f"epoch {epoch + 1}/{cfg.epochs}")
+        val, shown = validate(model, data, val_starts, cfg, device)
+        improved = val["loss"] < best
+        best = min(best, val["loss"])
+        save_checkpoint(models_dir / "last.pt", model, opt, sched, epoch=epoch + 1, best=best, data=data_info, rng=rng)
+        if improved:
+            save_checkpoint(models_dir / "best.pt", model, opt, sched, epoch=epoch + 1, best=best, data=data_info, rng=rng)
+        live.log_metric("train/loss", train_loss)
+        live.log_metric("val/loss", val["loss"])
+        live.log_metric("val/psnr_mouth", val["psnr_mouth"])
+        live.log_metric("train/samples_per_s", speed)
+        live.log_image("preview.png", preview(shown))
+        live.next_step()
+        print(f"epoch {epoch + 1}: train {train_loss:.4f}  val {val['loss']:.4f}  mouth PSNR {val['psnr_mouth']:.2f} dB  "
+              f"{speed:.1f} samples/s{'  *best' if improved else ''}")
+    summary = {"best_val_loss": best, "final_val_loss": val["loss"], "epochs": cfg.epochs}
+    for key, value in summary.items():
+        live.summary[key] = value
+    return summary
