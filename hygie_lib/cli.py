@@ -1,4 +1,4 @@
-"""The `hygie` command: doctor, probe, demo-data. Each subcommand calls the library, like the DVC stages do."""
+"""The `hygie` command: doctor, probe, demo-data, render, export-onnx. Each calls the library, like the DVC stages do."""
 from __future__ import annotations
 
 import argparse
@@ -58,6 +58,57 @@ def cmd_demo_data(args: argparse.Namespace) -> int:
     return 0
 
 
+def _prepared_crops(template: str) -> Path | None:
+    """The pipeline's crops.npz for `template` when dvc.yaml lists it (vars: videos) and it has been prepared."""
+    path = Path("dvc.yaml")
+    if not path.is_file():
+        return None
+    for var in yaml.safe_load(path.read_text()).get("vars", []):
+        for key, video in (var.get("videos", {}) if isinstance(var, dict) else {}).items():
+            crops = Path("data/prepared") / key / "crops.npz"
+            if Path(video).resolve() == Path(template).resolve() and crops.is_file():
+                return crops
+    return None
+
+
+def cmd_render(args: argparse.Namespace) -> int:
+    from hygie_lib.io import require_file
+    from hygie_lib.render import Template, audio_features, prepare_template, render
+    from hygie_lib.runtime import MouthModel
+    from hygie_lib.video import count_frames, probe_video
+
+    require_file(args.template, "template video", "Give the path of a video of the person idling.")
+    model = MouthModel(args.model, args.backend)
+    d = model.data
+    mel, audio = audio_features(require_file(args.audio, "audio file", "Give the path of the speech to lip-sync."), d)
+    crops = Path(args.prepared) / "crops.npz" if args.prepared else _prepared_crops(args.template)
+    template = Template.load(crops) if crops else None
+    n_frames = count_frames(probe_video(args.template).duration, d["fps"])
+    if template is None or len(template.crops) != n_frames or template.crops.shape[1] != d["img_size"] or template.pad != d["mouth_pad"]:
+        print(f"{args.template}: preparing the template (landmarks and crops) with the model's params")
+        template = prepare_template(args.template, fps=d["fps"], size=d["img_size"], pad=d["mouth_pad"],
+                                    alpha=args.alpha, min_confidence=args.min_confidence)
+    else:
+        print(f"{args.template}: using the prepared {crops}")
+    seconds = render(model, template, args.template, mel, audio, args.out, fps=d["fps"], blend=args.blend, batch=args.batch)
+    total = sum(seconds.values())
+    print(f"{args.out}: {mel.shape[1] // d['mel_per_frame']} frames in {total:.1f} s; "
+          + ", ".join(f"{k} {v:.1f} s" for k, v in seconds.items()))
+    return 0
+
+
+def cmd_export_onnx(args: argparse.Namespace) -> int:
+    from hygie_lib.runtime import export_onnx
+    from hygie_lib.train import load_checkpoint
+
+    model, ckpt = load_checkpoint(args.model)
+    data = export_onnx(model, {"config": ckpt["config"], "data": ckpt["data"]})
+    with atomic_path(args.out) as tmp:
+        tmp.write_bytes(data)
+    print(f"{args.out}: ONNX model ({len(data) / 1e6:.1f} MB); use it with `hygie render --model {args.out}`")
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     """The argument parser of `hygie` and its subcommands."""
     ap = argparse.ArgumentParser(prog="hygie", description="HygieSync: person-specific lip-sync.")
@@ -81,6 +132,24 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--seconds", type=float, default=120.0, help="length of the training video (default: 120)")
     p.add_argument("--force", action="store_true", help="overwrite existing files")
     p.set_defaults(func=cmd_demo_data)
+
+    p = sub.add_parser("render", help="re-voice a template video with new audio -> MP4 (H.264 + AAC)")
+    p.add_argument("--model", required=True, help="checkpoint (models/best.pt) or ONNX export")
+    p.add_argument("--template", required=True, help="video of the same person idling")
+    p.add_argument("--audio", required=True, help="the new speech: any audio or video file")
+    p.add_argument("--out", required=True, help="output .mp4")
+    p.add_argument("--prepared", help="folder with the template's crops.npz (default: the pipeline's, if dvc.yaml lists it)")
+    p.add_argument("--blend", choices=["poisson", "feather"], default=_param("render.blend", "poisson"))
+    p.add_argument("--backend", choices=["onnx", "torch"], default=_param("render.backend", "onnx"))
+    p.add_argument("--batch", type=int, default=_param("render.batch", 32), help="frames per model call")
+    p.add_argument("--alpha", type=float, default=_param("build_crops.EMA_ALPHA", 0.7), help="box smoothing, if preparing")
+    p.add_argument("--min-confidence", type=float, default=_param("detect_landmarks.min_confidence", 0.5))
+    p.set_defaults(func=cmd_render)
+
+    p = sub.add_parser("export-onnx", help="export a checkpoint to ONNX, for ONNX Runtime or other runtimes")
+    p.add_argument("--model", default="models/best.pt")
+    p.add_argument("--out", default="models/best.onnx")
+    p.set_defaults(func=cmd_export_onnx)
     return ap
 
 

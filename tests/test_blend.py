@@ -1,0 +1,49 @@
+import numpy as np
+import pytest
+
+from hygie_lib.blend import paste_mouth
+from hygie_lib.crops import crop, mouth_mask
+
+
+@pytest.fixture
+def scene():
+    """A smooth textured frame and a mouth box inside it."""
+    yy, xx = np.mgrid[0:240, 0:320].astype(np.float32)
+    frame = np.stack([120 + 60 * np.sin(xx / 17), 110 + 50 * np.cos(yy / 13), 90 + 0.2 * xx], -1).astype(np.uint8)
+    return frame, np.array([160.0, 130.0, 90.0])
+
+
+@pytest.mark.parametrize("mode", ["poisson", "feather"])
+def test_pasting_the_frames_own_crop_changes_nothing(scene, mode):
+    frame, box = scene
+    mouth = crop(frame, box, 96)
+    out = paste_mouth(frame, mouth, box, mouth_mask(96), mode=mode)
+    diff = np.abs(out.astype(int) - frame)
+    assert diff.mean() < 0.5 and np.percentile(diff, 99.9) <= 8  # only resampling error, and no shift
+
+
+@pytest.mark.parametrize("mode", ["poisson", "feather"])
+def test_paste_changes_only_the_mouth_region(scene, mode):
+    frame, box = scene
+    mouth = crop(frame, box, 96)
+    mouth[40:70, 25:70] = 20  # a dark open mouth in the middle of the mask
+    out = paste_mouth(frame, mouth, box, mouth_mask(96), mode=mode)
+    cx, cy, side = box
+    outside = np.ones(frame.shape[:2], bool)
+    outside[int(cy - side / 2) - 1 : int(cy + side / 2) + 2, int(cx - side / 2) - 1 : int(cx + side / 2) + 2] = False
+    np.testing.assert_array_equal(out[outside], frame[outside])
+    centre = out[int(cy) - 5 : int(cy) + 5, int(cx) - 5 : int(cx) + 5].astype(int)
+    assert (frame[int(cy) - 5 : int(cy) + 5, int(cx) - 5 : int(cx) + 5].astype(int) - centre).mean() > 40
+
+
+@pytest.mark.parametrize("mode", ["poisson", "feather"])
+def test_box_partly_outside_the_frame(scene, mode):
+    frame, _ = scene
+    box = np.array([300.0, 230.0, 90.0])
+    out = paste_mouth(frame, np.zeros((96, 96, 3), np.uint8), box, mouth_mask(96), mode=mode)
+    assert out.shape == frame.shape and np.array_equal(out[:100], frame[:100])
+
+
+def test_unknown_mode():
+    with pytest.raises(ValueError, match="blend mode"):
+        paste_mouth(np.zeros((10, 10, 3), np.uint8), np.zeros((8, 8, 3), np.uint8), np.array([5.0, 5, 8]), mouth_mask(8), mode="x")

@@ -1,0 +1,211 @@
+"""The DVC pipeline: declarations match the code, `dvc repro` runs end to end, and reruns are minimal."""
+from __future__ import annotations
+
+import ast
+import json
+import os
+import re
+import shutil
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import pytest
+import yaml
+from conftest import ROOT
+
+from hygie_lib.video import probe_video
+
+STAGE_SCRIPT = re.compile(r"^stages/(?!common)\w+\.py$")
+
+
+def dvc_stages() -> dict[str, dict]:
+    """dvc.yaml's stages (foreach bodies unexpanded) keyed by name."""
+    stages = yaml.safe_load((ROOT / "dvc.yaml").read_text())["stages"]
+    return {name: body.get("do", body) for name, body in stages.items()}
+
+
+def script_of(body: dict) -> Path:
+    scripts = [d for d in body["deps"] if STAGE_SCRIPT.match(d)]
+    assert len(scripts) == 1, body["deps"]
+    return ROOT / scripts[0]
+
+
+def params_read(script: Path) -> set[str]:
+    """The dotted names a stage script passes to load_params(...)."""
+    calls = [n for n in ast.walk(ast.parse(script.read_text())) if isinstance(n, ast.Call)]
+    return {a.value for c in calls if getattr(c.func, "id", "") == "load_params" for a in c.args}
+
+
+def local_imports(path: Path, seen: set[Path] | None = None) -> set[Path]:
+    """Files of hygie_lib (and stages/common.py) that `path` imports, transitively."""
+    seen = set() if seen is None else seen
+    for node in ast.walk(ast.parse(path.read_text())):
+        names = [a.name for a in node.names] if isinstance(node, ast.Import) else []
+        names += [node.module] if isinstance(node, ast.ImportFrom) and node.module else []
+        for name in names:
+            if name.startswith("hygie_lib."):
+                target = ROOT / (name.replace(".", "/") + ".py")
+            elif name == "common":
+                target = ROOT / "stages" / "common.py"
+            else:
+                continue
+            if target.is_file() and target not in seen:
+                seen.add(target)
+                local_imports(target, seen)
+    return seen
+
+
+def params_yaml() -> dict:
+    return yaml.safe_load((ROOT / "params.yaml").read_text())
+
+
+def declared_params(body: dict) -> set[str]:
+    """A stage's params as dotted names, a bare section name standing for all its keys."""
+    names = set()
+    for entry in body.get("params", []):
+        names |= {entry} if "." in entry else {f"{entry}.{key}" for key in params_yaml()[entry]}
+    return names
+
+
+@pytest.mark.parametrize("name", list(dvc_stages()))
+def test_stage_declares_exactly_the_params_it_reads(name):
+    body = dvc_stages()[name]
+    assert declared_params(body) == params_read(script_of(body))
+
+
+def test_every_param_is_read_by_some_stage():
+    used = set().union(*(declared_params(body) for body in dvc_stages().values()))
+    every = {f"{section}.{key}" for section, keys in params_yaml().items() for key in keys}
+    assert every == used
+
+
+@pytest.mark.parametrize("name", list(dvc_stages()))
+def test_stage_deps_list_every_library_module_it_imports(name):
+    body = dvc_stages()[name]
+    declared = {d for d in body["deps"] if d.startswith(("hygie_lib/", "stages/common"))}
+    imported = {str(p.relative_to(ROOT)) for p in local_imports(script_of(body))}
+    assert declared == imported
+
+
+def test_declared_params_exist_in_params_yaml():
+    params = params_yaml()
+    for body in dvc_stages().values():
+        for name in declared_params(body):
+            section, key = name.split(".")
+            assert key in params[section], name
+
+
+# ---------------------------------------------------------------- end to end, on a short synthetic speaker
+
+
+def sh(*cmd: str, cwd: Path) -> subprocess.CompletedProcess:
+    env = {**os.environ, "PATH": f"{Path(sys.executable).parent}{os.pathsep}{os.environ['PATH']}", "DVC_NO_ANALYTICS": "1"}
+    r = subprocess.run(cmd, cwd=cwd, env=env, capture_output=True, text=True, timeout=600)
+    assert r.returncode == 0, f"{' '.join(cmd)}\n{r.stdout}\n{r.stderr}"
+    return r
+
+
+def dvc(*args: str, cwd: Path) -> subprocess.CompletedProcess:
+    return sh(sys.executable, "-m", "dvc", *args, cwd=cwd)
+
+
+TINY = {"build_crops": {"IMG_SIZE": 32}, "train": {"epochs": 2, "batch_size": 4, "widths": [8, 16], "emb": 16}}
+
+
+def git_commit(repo: Path, message: str) -> None:
+    sh("git", "add", "-A", cwd=repo)
+    sh("git", "-c", "user.name=t", "-c", "user.email=t@t", "commit", "-qm", message, cwd=repo)
+
+
+@pytest.fixture(scope="module")
+def repo(tmp_path_factory) -> Path:
+    """A fresh git + DVC repo with this checkout's pipeline, tiny model params and a 6 s synthetic speaker, after `dvc repro`."""
+    from hygie_lib.synth import make_demo_data
+
+    d = tmp_path_factory.mktemp("pipeline")
+    shutil.copy(ROOT / "dvc.yaml", d / "dvc.yaml")
+    params = params_yaml()
+    for section, values in TINY.items():
+        params[section].update(values)
+    (d / "params.yaml").write_text(yaml.safe_dump(params, sort_keys=False))
+    for folder in ["stages", "hygie_lib"]:
+        shutil.copytree(ROOT / folder, d / folder, ignore=shutil.ignore_patterns("__pycache__"))
+    make_demo_data(d / "data" / "raw", seed=1, train_seconds=6, template_seconds=3, audio_seconds=3, progress=False)
+    sh("git", "init", "-q", cwd=d)
+    dvc("init", "-q", cwd=d)
+    dvc("add", "-q", "data/raw", cwd=d)  # versioned inputs: queued experiments run in copies that only see tracked files
+    git_commit(d, "pipeline")
+    dvc("repro", cwd=d)
+    git_commit(d, "first run")
+    return d
+
+
+def test_repro_writes_every_artifact(repo):
+    prep = repo / "data" / "prepared"
+    crops = np.load(prep / "train" / "crops.npz")
+    n = len(crops["crops"])
+    assert n == 150 and crops["crops"].shape[1:] == (32, 32, 3) and crops["face"].all()
+    assert np.load(prep / "template" / "crops.npz")["crops"].shape[0] == 75
+    assert np.load(prep / "train" / "landmarks.npz")["landmarks"].shape == (n, 478, 3)
+    table = pd.read_parquet(prep / "train" / "frames.parquet")
+    assert list(table.columns) == ["frame", "time", "face", "x0", "y0", "x1", "y1"] and len(table) == n
+    assert np.load(prep / "train" / "mel.npy").shape == (80, n * 4)
+    assert np.load(prep / "new_audio" / "mel.npy").shape == (80, 75 * 4)
+    assert json.loads((repo / "metrics" / "landmarks" / "train.json").read_text())["face_rate"] == 1.0
+    assert not (prep / "template" / "audio.wav").exists(), "the template's sound is never prepared"
+    assert (repo / "models" / "best.pt").is_file() and (repo / "models" / "last.pt").is_file()
+    train = json.loads((repo / "metrics" / "train" / "metrics.json").read_text())
+    assert train["epochs"] == 2 and train["best_val_loss"] <= train["final_val_loss"]
+    evaluation = json.loads((repo / "metrics" / "eval.json").read_text())
+    assert evaluation["frames"] == 150 - 120 - 16 and -10 <= evaluation["sync_offset"] <= 10
+    assert {"psnr_mouth", "ssim_mouth", "lmd", "aperture_corr", "truth_corr", "psnr_mouth_shifted"} <= set(evaluation)
+    assert len(pd.read_csv(repo / "metrics" / "eval_frames.csv")) == evaluation["frames"]
+    rendered = repo / "data" / "rendered" / "new_audio.mp4"
+    assert probe_video(rendered).duration == pytest.approx(3.0, abs=0.05)
+    assert "up to date" in dvc("status", cwd=repo).stdout
+
+
+def test_stage_outputs_are_deterministic(repo):
+    """Rerunning a stage gives byte-identical outputs, so nothing downstream reruns for nothing."""
+    lock = (repo / "dvc.lock").read_text()
+    dvc("repro", "-f", "-s", "detect_landmarks@template", "build_crops@template", "compute_mel@new_audio", cwd=repo)
+    assert (repo / "dvc.lock").read_text() == lock
+
+
+def test_changing_mouth_pad_reruns_only_build_crops(repo):
+    params = repo / "params.yaml"
+    text, count = re.subn(r"MOUTH_PAD: [\d.]+", "MOUTH_PAD: 0.8", params.read_text())
+    assert count == 1
+    params.write_text(text)
+    changed = set(json.loads(dvc("status", "--json", cwd=repo).stdout))
+    assert changed == {"build_crops@train", "build_crops@template", "train"}  # train reads MOUTH_PAD itself
+    out = dvc("repro", cwd=repo).stdout
+    ran = set(re.findall(r"Running stage '([^']+)'", out))
+    assert ran == {"build_crops@train", "build_crops@template", "train", "evaluate", "render"}
+    git_commit(repo, "MOUTH_PAD 0.8")
+
+
+def test_experiment_reruns_training_and_metrics_diff_shows_it(repo):
+    out = dvc("exp", "run", "-S", "train.lr=0.02", cwd=repo).stdout
+    ran = set(re.findall(r"Running stage '([^']+)'", out))
+    assert ran == {"train", "evaluate", "render"}, out
+    diff = json.loads(dvc("metrics", "diff", "--json", cwd=repo).stdout)
+    assert diff["metrics/train/metrics.json"]["best_val_loss"]["diff"] != 0
+    assert "train.lr" in dvc("params", "diff", cwd=repo).stdout
+
+
+def test_queued_experiments_run(repo):
+    dvc("exp", "run", "--queue", "-S", "train.lr=0.005", cwd=repo)
+    dvc("exp", "run", "--queue", "-S", "compute_mel.MEL_WIN=8", cwd=repo)
+    dvc("queue", "start", "-j", "1", cwd=repo)
+    deadline = time.time() + 400
+    while re.search(r"\b(Queued|Running)\b", status := dvc("queue", "status", cwd=repo).stdout):
+        assert time.time() < deadline, status
+        time.sleep(3)
+    assert status.count("Success") == 2, status
+    shown = dvc("exp", "show", "--csv", "--only-changed", cwd=repo).stdout
+    assert "0.005" in shown and ",8," in shown, shown

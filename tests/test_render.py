@@ -1,0 +1,150 @@
+"""Render: ping-pong looping, untouched pixels, muxed audio, ONNX = torch, and every bad input."""
+from __future__ import annotations
+
+import av
+import numpy as np
+import pytest
+import torch
+from conftest import write_audio, write_video
+
+from hygie_lib.audio import load_audio
+from hygie_lib.blend import _roi
+from hygie_lib.cli import main as hygie
+from hygie_lib.io import HygieError
+from hygie_lib.model import HygieUNetLite, config_dict
+from hygie_lib.render import AUDIO_SR, METADATA, Template, audio_features, pingpong_frames, pingpong_index, prepare_template, render, render_frames
+from hygie_lib.runtime import MouthModel
+from hygie_lib.video import iter_frames, probe_video
+
+DATA = {"img_size": 32, "mouth_pad": 0.5, "fps": 25.0, "sr": 16000, "n_fft": 512, "n_mels": 80, "mel_per_frame": 4, "mel_win": 16}
+
+
+def save_model(path, img_size=32, seed=0):
+    """An untrained tiny checkpoint whose mouth output still depends on the audio (FiLM and head randomised)."""
+    torch.manual_seed(seed)
+    model = HygieUNetLite(img_size=img_size, widths=(8, 16), emb=16)
+    with torch.no_grad():
+        for p in model.parameters():
+            p.add_(0.05 * torch.randn_like(p))
+    torch.save({"config": config_dict(model), "state_dict": model.state_dict(), "data": {**DATA, "img_size": img_size}}, path)
+    return path
+
+
+@pytest.fixture(scope="module")
+def demo(tmp_path_factory):
+    """A 2 s synthetic template, a 3 s audio, its prepared template and a tiny model."""
+    from hygie_lib.synth import make_demo_data
+
+    d = tmp_path_factory.mktemp("render")
+    paths = make_demo_data(d / "raw", seed=3, train_seconds=1, template_seconds=2, audio_seconds=3, progress=False)
+    template = prepare_template(paths["template"], fps=25, size=32, pad=0.5, alpha=0.7, min_confidence=0.5)
+    return {"dir": d, "template_video": paths["template"], "audio": paths["new_audio"], "template": template,
+            "model": save_model(d / "model.pt")}
+
+
+def test_pingpong_order():
+    assert [pingpong_index(k, 4) for k in range(11)] == [0, 1, 2, 3, 2, 1, 0, 1, 2, 3, 2]
+    assert [pingpong_index(k, 1) for k in range(3)] == [0, 0, 0]
+
+
+def test_pingpong_frames_replay_the_decoded_frames(tmp_path):
+    frames = [np.full((16, 24, 3), 10 * i, np.uint8) for i in range(5)]
+    video = write_video(tmp_path / "t.mkv", frames, 25, codec="ffv1", pix_fmt="bgr0")  # lossless
+    out = list(pingpong_frames(video, 25, 5, 12))
+    assert [i for i, _ in out] == [0, 1, 2, 3, 4, 3, 2, 1, 0, 1, 2, 3]
+    for i, frame in out:
+        np.testing.assert_array_equal(frame, frames[i])
+    assert [i for i, _ in pingpong_frames(video, 25, 5, 3)] == [0, 1, 2]  # shorter audio: stop at its end
+
+
+def test_output_frames_change_only_the_mouth_and_skip_faceless_frames(demo):
+    tpl: Template = demo["template"]
+    tpl = Template(tpl.crops, tpl.boxes, tpl.face.copy(), tpl.mask, tpl.pad)
+    tpl.face[10:14] = False  # as if no face had been found there
+    model = MouthModel(demo["model"], "torch")
+    mel, _ = audio_features(demo["audio"], model.data)
+    n_template = len(tpl.crops)
+    out = list(render_frames(model, tpl, demo["template_video"], mel, fps=25, blend="poisson", batch=16))
+    assert len(out) == mel.shape[1] // 4 == 75 > n_template  # the audio's length, template looped
+    source = list(iter_frames(demo["template_video"], 25))
+    changed = 0
+    for k, frame in enumerate(out):
+        i = pingpong_index(k, n_template)
+        if not tpl.face[i]:
+            np.testing.assert_array_equal(frame, source[i])
+            continue
+        x0, y0, x1, y1 = _roi(tpl.boxes[i], *frame.shape[:2])
+        outside = np.ones(frame.shape[:2], bool)
+        outside[y0:y1, x0:x1] = False
+        np.testing.assert_array_equal(frame[outside], source[i][outside])
+        changed += not np.array_equal(frame, source[i])
+    assert changed > 60
+
+
+def test_render_command_writes_a_tagged_mp4_with_the_new_audio(demo, tmp_path):
+    out = tmp_path / "out.mp4"
+    assert hygie(["render", "--model", str(demo["model"]), "--template", str(demo["template_video"]),
+                  "--audio", str(demo["audio"]), "--out", str(out), "--backend", "onnx", "--blend", "feather"]) == 0
+    info, src = probe_video(out), probe_video(demo["template_video"])
+    assert (info.width, info.height, info.fps) == (src.width, src.height, 25)
+    assert sum(1 for _ in iter_frames(out, 25)) == 75
+    with av.open(str(out)) as c:
+        assert c.metadata.get("comment") == METADATA["comment"]
+        assert c.streams.audio[0].codec_context.name == "aac"
+    y, ref = load_audio(out, AUDIO_SR), load_audio(demo["audio"], AUDIO_SR)
+    assert abs(len(y) - len(ref)) < 0.03 * AUDIO_SR  # AAC priming aside, the audio's duration
+    n = min(len(y), len(ref))
+    assert np.corrcoef(y[:n], ref[:n])[0, 1] > 0.9  # the new audio, in sync
+
+
+def test_onnx_matches_torch(demo):
+    torch_model, onnx_model = MouthModel(demo["model"], "torch"), MouthModel(demo["model"], "onnx")
+    rng = np.random.default_rng(0)
+    masked, ref = rng.random((3, 3, 32, 32), np.float32), rng.random((3, 3, 32, 32), np.float32)
+    mel = rng.normal(-4, 2, (3, 1, 80, 16)).astype(np.float32)
+    a, b = torch_model(masked, mel, ref), onnx_model(masked, mel, ref)
+    assert a.shape == (3, 3, 32, 32) and np.abs(a - b).max() < 1e-4
+
+
+def test_exported_onnx_file_renders_like_the_checkpoint(demo, tmp_path):
+    onnx = tmp_path / "m.onnx"
+    assert hygie(["export-onnx", "--model", str(demo["model"]), "--out", str(onnx)]) == 0
+    model = MouthModel(onnx)
+    assert model.data == DATA and model.reference
+
+
+def bad_render(demo, tmp_path, capsys, **override):
+    out = tmp_path / "out.mp4"
+    args = {"model": demo["model"], "template": demo["template_video"], "audio": demo["audio"], **override}
+    code = hygie(["render", *[x for k, v in args.items() for x in (f"--{k}", str(v))], "--out", str(out)])
+    assert code == 2 and not out.exists() and not list(tmp_path.glob(".out*"))  # no partial output
+    return capsys.readouterr().err
+
+
+def test_missing_and_corrupt_models(demo, tmp_path, capsys):
+    assert "model not found" in bad_render(demo, tmp_path, capsys, model=tmp_path / "none.pt")
+    (tmp_path / "bad.pt").write_bytes(b"junk")
+    assert "bad.pt: not a readable HygieSync model" in bad_render(demo, tmp_path, capsys, model=tmp_path / "bad.pt")
+    (tmp_path / "bad.onnx").write_bytes(b"junk")
+    assert "bad.onnx: not a readable HygieSync ONNX model" in bad_render(demo, tmp_path, capsys, model=tmp_path / "bad.onnx")
+
+
+def test_model_trained_on_other_crops_than_the_templates(demo, tmp_path):
+    model = MouthModel(save_model(tmp_path / "m48.pt", img_size=48), "torch")
+    mel, audio = audio_features(demo["audio"], model.data)
+    with pytest.raises(HygieError, match="its crops are 32px with MOUTH_PAD 0.5 but the model was trained on 48px"):
+        render(model, demo["template"], demo["template_video"], mel, audio, tmp_path / "o.mp4", fps=25, progress=False)
+    assert not list(tmp_path.glob("*.mp4")) and not list(tmp_path.glob(".o*"))
+
+
+def test_silent_empty_and_missing_audio(demo, tmp_path, capsys):
+    silent = write_audio(tmp_path / "silent.wav", np.zeros(16000, np.float32), 16000, "pcm_s16le")
+    assert "silent.wav: the audio is silent" in bad_render(demo, tmp_path, capsys, audio=silent)
+    empty = write_audio(tmp_path / "empty.wav", np.zeros(0, np.float32), 16000, "pcm_s16le")
+    assert "empty.wav" in bad_render(demo, tmp_path, capsys, audio=empty)
+    assert "audio file not found" in bad_render(demo, tmp_path, capsys, audio=tmp_path / "none.wav")
+
+
+def test_template_without_a_face(demo, tmp_path, capsys):
+    blank = write_video(tmp_path / "blank.mp4", [np.full((64, 64, 3), 90, np.uint8)] * 10, 25)
+    assert "no face" in bad_render(demo, tmp_path, capsys, template=blank)
