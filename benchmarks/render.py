@@ -31,7 +31,7 @@ from hygie_lib.render import AUDIO_SR, Template, audio_features, prepare_templat
 from hygie_lib.runtime import MouthModel, export_onnx  # noqa: E402
 from hygie_lib.video import VideoWriter, iter_frames  # noqa: E402
 
-STEPS = ["decode", "crops", "mel", "model", "blend", "encode"]
+STEPS = ["decode", "crops", "mel", "model", "blend", "encode"]  # encode runs in its own thread, overlapping
 
 
 def make_inputs(work: Path, model_path: str | None, seconds: float) -> dict[str, str]:

@@ -11,8 +11,10 @@ import tempfile
 import time
 from collections import defaultdict
 from collections.abc import Iterator
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
+from queue import Queue
 
 import numpy as np
 from tqdm import tqdm
@@ -155,11 +157,14 @@ def render_frames(
 
 def render(
     model: MouthModel, template: Template, template_video: str | os.PathLike, mel: np.ndarray, audio: np.ndarray,
-    out: str | os.PathLike, *, fps: float, blend: str = "poisson", batch: int = 32, progress: bool = True,
+    out: str | os.PathLike, *, fps: float, blend: str = "poisson", batch: int = 32, preset: str = "superfast",
+    progress: bool = True,
 ) -> dict[str, float]:
     """Write `out` (H.264 + AAC MP4, atomically): the re-voiced template with `audio` (mono, AUDIO_SR) muxed in.
 
-    Its duration is the audio's; returns the seconds spent per step (decode, crops, mel, model, blend, encode).
+    Its duration is the audio's. Encoding runs in a second thread (PyAV releases the GIL), overlapping the
+    model and blending; `preset` is libx264's speed/size trade-off. Returns the seconds spent per step
+    (decode, crops, mel, model, blend, encode; encode overlaps the others).
     """
     info = probe_video(template_video)
     if info.width % 2 or info.height % 2:
@@ -168,11 +173,31 @@ def render(
     frames = render_frames(model, template, template_video, mel, fps=fps, blend=blend, batch=batch, seconds=seconds)
     n_out = mel.shape[1] // int(model.data["mel_per_frame"])
     with atomic_path(out) as tmp:
-        with VideoWriter(tmp, fps, info.width, info.height, audio=audio, sr=AUDIO_SR, metadata=METADATA) as writer:
-            for frame in tqdm(frames, total=n_out, desc="render", unit="frame", disable=not progress):
-                t = time.perf_counter()
-                writer.write(frame)
-                seconds["encode"] += _lap(t)
+        with VideoWriter(tmp, fps, info.width, info.height, audio=audio, sr=AUDIO_SR, preset=preset, metadata=METADATA) as writer:
+            queue: Queue[np.ndarray | None] = Queue(maxsize=8)  # bounded: memory stays flat
+
+            def encode() -> None:
+                error = None
+                while (frame := queue.get()) is not None:  # after an error, keep draining so the producer never blocks
+                    t = time.perf_counter()
+                    try:
+                        error or writer.write(frame)
+                    except Exception as e:  # noqa: BLE001 - re-raised in the main thread by encoded.result()
+                        error = e
+                    seconds["encode"] += _lap(t)
+                if error:
+                    raise error
+
+            with ThreadPoolExecutor(1) as pool:
+                encoded = pool.submit(encode)
+                try:
+                    for frame in tqdm(frames, total=n_out, desc="render", unit="frame", disable=not progress):
+                        if encoded.done():  # the encoder failed: stop and raise its error below
+                            break
+                        queue.put(frame)
+                finally:
+                    queue.put(None)
+                encoded.result()
             t = time.perf_counter()  # leaving the block flushes the encoders
         seconds["encode"] += _lap(t)
     return dict(seconds)

@@ -69,6 +69,7 @@ class MouthModel:
             raise HygieError(f"{path}: model not found. Export one with `hygie export-onnx`.")
         opts = ort.SessionOptions()
         opts.intra_op_num_threads = threads
+        opts.add_session_config_entry("session.intra_op.allow_spinning", "0")  # idle threads must not steal the encoder's CPU
         try:
             self._session = ort.InferenceSession(onnx_bytes, opts, providers=["CPUExecutionProvider"])
             meta = json.loads(self._session.get_modelmeta().custom_metadata_map["hygiesync"])
