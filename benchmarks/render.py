@@ -4,6 +4,7 @@ Each configuration runs in its own process, so its peak memory (max RSS) is its 
 once (landmarks + crops, what the pipeline caches), as in production. Also tries INT8 (dynamic) quantization of
 the ONNX model: speed of the model step and how far its output moves from FP32.
 Usage: python benchmarks/render.py [--model models/best.pt] [--seconds 30] [--configs onnx:poisson torch:poisson ...]
+(needs the demo template: `hygie demo-data`)
 """
 from __future__ import annotations
 
@@ -114,7 +115,7 @@ def int8_report(inputs: dict[str, str]) -> None:
 
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("--model", help="checkpoint (default: models/best.pt if present, else an untrained default model)")
+    ap.add_argument("--model", help="checkpoint (default: an untrained model of params.yaml's config: speed is the same)")
     ap.add_argument("--seconds", type=float, default=30.0)
     ap.add_argument("--configs", nargs="+", default=["onnx:poisson", "onnx:feather", "torch:poisson"], help="backend:blend")
     ap.add_argument("--one", help=argparse.SUPPRESS)  # internal: run one config on prepared inputs (JSON)
@@ -125,9 +126,8 @@ def main() -> None:
         return
     if not (ROOT / "data" / "raw" / "template_idle.mp4").is_file():
         sys.exit("data/raw/template_idle.mp4: not found. Run `hygie demo-data` first.")
-    model = args.model or (str(ROOT / "models" / "best.pt") if (ROOT / "models" / "best.pt").is_file() else None)
     with tempfile.TemporaryDirectory() as tmp:
-        inputs = make_inputs(Path(tmp), model, args.seconds)
+        inputs = make_inputs(Path(tmp), args.model, args.seconds)
         print(f"\n{'backend:blend':<16}{'frames/s':>9}" + "".join(f"{s:>8}" for s in STEPS) + f"{'peak MB':>9}   (steps in ms/frame)")
         for config in args.configs:
             backend, blend = config.split(":")

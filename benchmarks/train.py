@@ -1,6 +1,8 @@
 """Training samples/s and forward ms/frame of the default HygieUNetLite on this machine's CPU (or --device).
 
 A sample is one 2-frame clip (CLIP), as in training. Random data: speed does not depend on content.
+"batching" is the CPU-side assembly of batches alone (indexing, masking, references, augmentation): on a GPU,
+training cannot go faster than that, so it bounds the expected GPU time.
 Usage: python benchmarks/train.py [--sizes 96 128] [--steps 8] [--device cpu]
 """
 from __future__ import annotations
@@ -37,7 +39,8 @@ def main() -> None:
                       augment=t["augment"], train_split=t["TRAIN_SPLIT"], seed=0)
     print(f"device {device}, {torch.get_num_threads()} threads, batch {cfg.batch_size} clips x {CLIP} frames, "
           f"widths {t['widths']}, reference {t['reference']}")
-    print(f"\n{'IMG_SIZE':>8}{'params':>11}{'GFLOPs/frame':>14}{'train samples/s':>17}{'forward ms/frame':>18}")
+    print(f"\n{'IMG_SIZE':>8}{'params':>11}{'GFLOPs/frame':>14}{'train samples/s':>17}{'forward ms/frame':>18}"
+          f"{'batching samples/s':>20}")
     for size in args.sizes:
         rng = np.random.default_rng(0)
         n = 400
@@ -81,7 +84,12 @@ def main() -> None:
                 model(masked, mels, ref)
             _sync(device)
         fwd_ms = (time.perf_counter() - t0) / (reps * bs) * 1e3
-        print(f"{size:>8}{count_params(model):>11,}{flops_per_frame(model) / 1e9:>14.3f}{train_sps:>17.1f}{fwd_ms:>18.2f}")
+        t0 = time.perf_counter()  # CPU-side batch assembly alone: the ceiling of a GPU run that does the rest
+        for _ in range(args.steps):
+            data.batch(rng.integers(0, n - CLIP, cfg.batch_size), rng, augment=cfg.augment)
+        batch_sps = args.steps * cfg.batch_size / (time.perf_counter() - t0)
+        print(f"{size:>8}{count_params(model):>11,}{flops_per_frame(model) / 1e9:>14.3f}{train_sps:>17.1f}{fwd_ms:>18.2f}"
+              f"{batch_sps:>20.0f}")
 
 
 def _sync(device: torch.device) -> None:

@@ -84,7 +84,8 @@ def cmd_render(args: argparse.Namespace) -> int:
     crops = Path(args.prepared) / "crops.npz" if args.prepared else _prepared_crops(args.template)
     template = Template.load(crops) if crops else None
     n_frames = count_frames(probe_video(args.template).duration, d["fps"])
-    if template is None or len(template.crops) != n_frames or template.crops.shape[1] != d["img_size"] or template.pad != d["mouth_pad"]:
+    usable = template is not None and len(template.crops) == n_frames and template.crops.shape[1] == d["img_size"]
+    if not usable or abs(template.pad - d["mouth_pad"]) > 1e-6:
         print(f"{args.template}: preparing the template (landmarks and crops) with the model's params")
         template = prepare_template(args.template, fps=d["fps"], size=d["img_size"], pad=d["mouth_pad"],
                                     alpha=args.alpha, min_confidence=args.min_confidence)

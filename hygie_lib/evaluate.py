@@ -65,6 +65,19 @@ def lag_correlation(x: np.ndarray, y: np.ndarray, lag: int) -> float:
     return float(np.corrcoef(a[ok], b[ok])[0, 1])
 
 
+def sync(gen: np.ndarray, real: np.ndarray) -> tuple[float, int]:
+    """(correlation at lag 0, the lag in -MAX_LAG..MAX_LAG frames with the highest correlation) of two apertures."""
+    lags = {lag: lag_correlation(gen, real, lag) for lag in range(-MAX_LAG, MAX_LAG + 1)}
+    return lags[0], int(max(lags, key=lambda k: -np.inf if np.isnan(lags[k]) else lags[k]))
+
+
+def video_apertures(video: str | os.PathLike, fps: float) -> np.ndarray:
+    """Inner-lip aperture of every frame of a video, measured by FaceMesh (NaN where no face is found)."""
+    with FaceMesh() as mesh:
+        lms = [mesh(frame) for frame in iter_frames(video, fps)]
+    return mouth_aperture(np.stack([np.full((478, 3), np.nan, np.float32) if lm is None else lm for lm in lms]))
+
+
 def lip_distance(gen: np.ndarray, real: np.ndarray) -> np.ndarray:
     """LMD per frame: mean distance of the lip landmarks, in mouth widths (outer-lip width of the real frame)."""
     lips = np.concatenate(LIP_LOOPS)
@@ -123,14 +136,14 @@ def evaluate_clip(
         lms = np.stack(rows[name]["lm"])
         gen_ap = mouth_aperture(lms)
         table[f"gen_aperture{name}"] = gen_ap
-        lags = {lag: lag_correlation(gen_ap, real_ap, lag) for lag in range(-MAX_LAG, MAX_LAG + 1)}
+        corr, offset = sync(gen_ap, real_ap)
         metrics.update({
             f"psnr_mouth{name}": float(np.mean(rows[name]["psnr"])),
             f"ssim_mouth{name}": float(np.mean(rows[name]["ssim"])),
             f"l1_mouth{name}": float(np.mean(rows[name]["l1"])),
             f"lmd{name}": float(np.nanmean(lip_distance(lms, landmarks[frames]))),
-            f"aperture_corr{name}": lags[0],
-            f"sync_offset{name}": int(max(lags, key=lambda k: -np.inf if np.isnan(lags[k]) else lags[k])),
+            f"aperture_corr{name}": corr,
+            f"sync_offset{name}": offset,
             f"face_found{name}": float(np.mean(np.isfinite(gen_ap))),
         })
         if truth is not None:

@@ -84,8 +84,9 @@ def reference_indices(face: np.ndarray) -> np.ndarray:
     """
     n, with_face = len(face), np.flatnonzero(face)
     wanted = (np.arange(n) + n // 2) % n
-    nearest = np.abs(wanted[:, None] - with_face[None]).argmin(1)
-    return with_face[nearest]
+    after = with_face[np.searchsorted(with_face, wanted).clip(0, len(with_face) - 1)]  # nearest face frame at or after
+    before = with_face[(np.searchsorted(with_face, wanted, side="right") - 1).clip(0)]  # ... and at or before
+    return np.where(np.abs(wanted - before) <= np.abs(after - wanted), before, after)
 
 
 def check_inputs(model: MouthModel, template: Template, template_video: str | os.PathLike, fps: float, mel: np.ndarray) -> None:

@@ -79,11 +79,8 @@ class MouthModel:
         self._inputs = [i.name for i in self._session.get_inputs()]
 
     @property
-    def img_size(self) -> int:
-        return int(self.config["img_size"])
-
-    @property
     def reference(self) -> bool:
+        """Whether the model takes a reference crop."""
         return bool(self.config["reference"])
 
     def __call__(self, masked: np.ndarray, mel: np.ndarray, ref: np.ndarray | None) -> np.ndarray:

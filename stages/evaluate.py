@@ -7,7 +7,7 @@ import numpy as np
 import pandas as pd
 from common import load_params, run
 
-from hygie_lib.evaluate import evaluate_clip
+from hygie_lib.evaluate import evaluate_clip, sync, video_apertures
 from hygie_lib.io import HygieError, atomic_path
 from hygie_lib.train import load_checkpoint
 
@@ -19,6 +19,7 @@ def main() -> None:
     ap.add_argument("model", help="checkpoint from the train stage")
     ap.add_argument("out_json")
     ap.add_argument("out_csv", help="per-frame apertures, for dvc plots")
+    ap.add_argument("--rendered", help="the render stage's output: with --truth, checks its mouth follows the new audio")
     ap.add_argument("--truth", help="demo_truth.parquet of the synthetic speaker, used when the file exists")
     args = ap.parse_args()
     p = load_params("video.fps", "compute_mel.MEL_PER_FRAME", "train.TRAIN_SPLIT", "render.blend", "evaluate.shift_seconds")
@@ -31,12 +32,17 @@ def main() -> None:
     truth = None
     if args.truth and Path(args.truth).is_file():  # the synthetic speaker's ground truth (not a DVC dep: optional)
         t = pd.read_parquet(args.truth)
-        truth = t[t["clip"] == "train"].sort_values("frame")["openness"].to_numpy()
+        truth = {clip: t[t["clip"] == clip].sort_values("frame")["openness"].to_numpy() for clip in ("train", "new_audio")}
     metrics, table = evaluate_clip(
         args.video, model, prepared, np.load(prep / "landmarks.npz")["landmarks"], np.load(prep / "mel.npy"),
         fps=p.fps, per_frame=p.MEL_PER_FRAME, train_split=p.TRAIN_SPLIT, blend=p.blend,
-        shift=round(p.shift_seconds * p.fps), truth=truth,
+        shift=round(p.shift_seconds * p.fps), truth=None if truth is None else truth["train"],
     )
+    if truth is not None and args.rendered:  # the product itself: the idle template re-voiced with the new audio
+        rendered = video_apertures(args.rendered, p.fps)
+        n = min(len(rendered), len(truth["new_audio"]))
+        metrics["render_truth_corr"], metrics["render_sync_offset"] = sync(rendered[:n], truth["new_audio"][:n])
+        metrics["render_truth_corr"] = round(metrics["render_truth_corr"], 4)
     with atomic_path(args.out_json) as tmp:
         tmp.write_text(json.dumps(metrics, indent=2) + "\n")
     with atomic_path(args.out_csv) as tmp:

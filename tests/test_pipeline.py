@@ -162,7 +162,8 @@ def test_repro_writes_every_artifact(repo):
     assert train["epochs"] == 2 and train["best_val_loss"] <= train["final_val_loss"]
     evaluation = json.loads((repo / "metrics" / "eval.json").read_text())
     assert evaluation["frames"] == 150 - 120 - 16 and -10 <= evaluation["sync_offset"] <= 10
-    assert {"psnr_mouth", "ssim_mouth", "lmd", "aperture_corr", "truth_corr", "psnr_mouth_shifted"} <= set(evaluation)
+    assert {"psnr_mouth", "ssim_mouth", "lmd", "aperture_corr", "truth_corr", "psnr_mouth_shifted", "render_truth_corr",
+            "render_sync_offset"} <= set(evaluation)
     assert len(pd.read_csv(repo / "metrics" / "eval_frames.csv")) == evaluation["frames"]
     rendered = repo / "data" / "rendered" / "new_audio.mp4"
     assert probe_video(rendered).duration == pytest.approx(3.0, abs=0.05)

@@ -12,7 +12,7 @@ from hygie_lib.blend import _roi
 from hygie_lib.cli import main as hygie
 from hygie_lib.io import HygieError
 from hygie_lib.model import HygieUNetLite, config_dict
-from hygie_lib.render import AUDIO_SR, METADATA, Template, audio_features, pingpong_frames, pingpong_index, prepare_template, render, render_frames
+from hygie_lib.render import AUDIO_SR, METADATA, Template, audio_features, pingpong_frames, pingpong_index, prepare_template, reference_indices, render, render_frames
 from hygie_lib.runtime import MouthModel
 from hygie_lib.video import iter_frames, probe_video
 
@@ -148,3 +148,12 @@ def test_silent_empty_and_missing_audio(demo, tmp_path, capsys):
 def test_template_without_a_face(demo, tmp_path, capsys):
     blank = write_video(tmp_path / "blank.mp4", [np.full((64, 64, 3), 90, np.uint8)] * 10, 25)
     assert "no face" in bad_render(demo, tmp_path, capsys, template=blank)
+
+
+def test_references_are_face_frames_half_the_template_away():
+    face = np.ones(20, bool)
+    face[[5, 6, 7]] = False
+    refs = reference_indices(face)
+    assert face[refs].all() and refs[0] == 10 and refs[15] in (4, 8)  # frame 5 has no face: the nearest one
+    assert (np.minimum(np.abs(refs - np.arange(20)), 20 - np.abs(refs - np.arange(20))) >= 7).all()
+    assert (reference_indices(np.eye(1, 9, 4, dtype=bool)[0]) == 4).all()  # a single face frame serves all

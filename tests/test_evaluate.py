@@ -1,0 +1,33 @@
+import numpy as np
+import pytest
+
+from hygie_lib.evaluate import MAX_LAG, lag_correlation, lip_distance, ssim, sync
+
+
+def test_sync_finds_the_lag_between_two_signals():
+    rng = np.random.default_rng(0)
+    real = np.convolve(rng.normal(size=400), np.ones(5) / 5, mode="same")
+    late = np.roll(real, 3)  # generated mouth 3 frames late
+    corr, offset = sync(late, real)
+    assert offset == -3 and corr < lag_correlation(late, real, -3)
+    assert sync(real, real) == (pytest.approx(1.0), 0)
+    with_gaps = real.copy()
+    with_gaps[::7] = np.nan  # frames where FaceMesh found no face are skipped, not zero
+    assert sync(with_gaps, real)[1] == 0 and abs(sync(np.roll(real, 40), real)[1]) <= MAX_LAG
+
+
+def test_ssim_and_lip_distance():
+    rng = np.random.default_rng(1)
+    img = rng.integers(0, 255, (32, 32, 3), dtype=np.uint8)
+    weight = np.ones((32, 32))
+    noisy = np.clip(img + rng.normal(0, 40, img.shape), 0, 255).astype(np.uint8)
+    assert ssim(img, img, weight) == pytest.approx(1.0) and ssim(noisy, img, weight) < 0.9
+    from hygie_lib.landmarks import LIP_LOOPS
+
+    lm = rng.normal(200, 30, (4, 478, 3)).astype(np.float32)
+    assert np.allclose(lip_distance(lm, lm), 0)
+    moved = lm.copy()
+    moved[:, np.concatenate(LIP_LOOPS), 1] += 10  # lips 10 px lower, eyes in place
+    width = np.stack([np.ptp(lm[:, loop, 0], axis=1) for loop in LIP_LOOPS]).max(0)
+    np.testing.assert_allclose(lip_distance(moved, lm), 10 / width, rtol=1e-4)
+    np.testing.assert_allclose(lip_distance(lm + 25, lm), 0, atol=1e-4)  # a head shift is not charged
