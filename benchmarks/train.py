@@ -35,7 +35,7 @@ def main() -> None:
     t, m = p["train"], p["compute_mel"]
     device = torch.device(args.device)
     torch.set_num_threads(os.cpu_count() or 1)
-    cfg = TrainConfig(epochs=1, batch_size=t["batch_size"], lr=t["lr"], w_in=t["w_in"], w_temporal=t["w_temporal"],
+    cfg = TrainConfig(epochs=1, batch_size=t["batch_size"], lr=t["lr"], w_in=t["w_in"], w_temporal=t["w_temporal"], w_ssim=t["w_ssim"],
                       augment=t["augment"], train_split=t["TRAIN_SPLIT"], seed=0)
     print(f"device {device}, {torch.get_num_threads()} threads, batch {cfg.batch_size} clips x {CLIP} frames, "
           f"widths {t['widths']}, reference {t['reference']}")

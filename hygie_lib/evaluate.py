@@ -16,6 +16,7 @@ from hygie_lib.crops import crop
 from hygie_lib.dataset import mel_windows, pick_references, time_split
 from hygie_lib.landmarks import LIP_LOOPS, FaceMesh, eye_centres, mouth_aperture
 from hygie_lib.model import HygieUNetLite
+from hygie_lib.train import ssim
 from hygie_lib.video import iter_frames
 
 MAX_LAG = 10  # frames searched either way for the sync offset
@@ -40,17 +41,9 @@ def generate_crops(
     return np.concatenate(out)
 
 
-def ssim(a: np.ndarray, b: np.ndarray, weight: np.ndarray) -> float:
-    """Mean SSIM (Gaussian window, sigma 1.5) of two uint8 images, averaged with `weight` [H, W]."""
-    import cv2
-
-    x, y = a.astype(np.float64), b.astype(np.float64)
-    blur = lambda z: cv2.GaussianBlur(z, (11, 11), 1.5)  # noqa: E731
-    mx, my = blur(x), blur(y)
-    vx, vy, cxy = blur(x * x) - mx**2, blur(y * y) - my**2, blur(x * y) - mx * my
-    c1, c2 = (0.01 * 255) ** 2, (0.03 * 255) ** 2
-    s = ((2 * mx * my + c1) * (2 * cxy + c2)) / ((mx**2 + my**2 + c1) * (vx + vy + c2))
-    return float((s.mean(-1) * weight).sum() / weight.sum())
+def _tensor(img: np.ndarray) -> torch.Tensor:
+    """uint8 image [H, W, 3] -> float tensor [3, H, W] in [0, 1]."""
+    return torch.from_numpy(img).permute(2, 0, 1).float() / 255.0
 
 
 def lag_correlation(x: np.ndarray, y: np.ndarray, lag: int) -> float:
@@ -121,7 +114,7 @@ def evaluate_clip(
             rows[name]["l1"].append(float((np.abs(back - real).mean(-1) * weight).sum() / weight.sum() / 255))
             mse = float((err.mean(-1) * weight).sum() / weight.sum())
             rows[name]["psnr"].append(10 * np.log10(255**2 / max(mse, 1e-6)))
-            rows[name]["ssim"].append(ssim(back, crops[t], weight))
+            rows[name]["ssim"].append(float(ssim(_tensor(back), _tensor(crops[t]), torch.from_numpy(weight))))
             lm = meshes[name](pasted)
             rows[name]["lm"].append(np.full((478, 3), np.nan, np.float32) if lm is None else lm)
         bar.update()

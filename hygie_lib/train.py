@@ -9,6 +9,7 @@ from pathlib import Path
 
 import numpy as np
 import torch
+import torch.nn.functional as F
 from tqdm import tqdm
 
 from hygie_lib.dataset import CLIP, MouthBatches, time_split
@@ -26,6 +27,7 @@ class TrainConfig:
     lr: float
     w_in: float  # L1 weight inside the mouth mask (1 outside)
     w_temporal: float  # weight of the temporal L1 on consecutive frames
+    w_ssim: float  # weight of the (1 - SSIM) term inside the mask (0 = off)
     augment: bool
     train_split: float
     seed: int
@@ -55,6 +57,23 @@ def temporal_l1(pred: torch.Tensor, target: torch.Tensor, mask: torch.Tensor) ->
     return ((pred.diff(dim=1) - target.diff(dim=1)).abs() * mask).mean()
 
 
+def ssim(pred: torch.Tensor, target: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
+    """Mean SSIM inside the mask (11x11 Gaussian window, sigma 1.5, reflected borders), images [..., 3, S, S] in [0, 1]."""
+    x, y = pred.reshape(-1, *pred.shape[-3:]), target.reshape(-1, *target.shape[-3:])  # [N, 3, S, S]
+    g = torch.exp(-((torch.arange(11, dtype=x.dtype, device=x.device) - 5) ** 2) / (2 * 1.5**2))
+    kernel = (torch.outer(g, g) / g.sum() ** 2).expand(3, 1, 11, 11)
+
+    def blur(z: torch.Tensor) -> torch.Tensor:
+        return F.conv2d(F.pad(z, (5, 5, 5, 5), mode="reflect"), kernel, groups=3)
+
+    mx, my = blur(x), blur(y)
+    vx, vy, cxy = blur(x * x) - mx**2, blur(y * y) - my**2, blur(x * y) - mx * my
+    c1, c2 = 0.01**2, 0.03**2
+    s = ((2 * mx * my + c1) * (2 * cxy + c2)) / ((mx**2 + my**2 + c1) * (vx + vy + c2))
+    weight = mask.reshape(1, 1, *mask.shape[-2:]).to(s).expand_as(s)
+    return (s * weight).sum() / weight.sum()
+
+
 def psnr(pred: torch.Tensor, target: torch.Tensor, mask: torch.Tensor) -> float:
     """PSNR (dB) inside the mask, images in [0, 1]."""
     weight = mask.expand_as(pred)
@@ -77,6 +96,8 @@ def clip_loss(model: HygieUNetLite, b: dict[str, torch.Tensor], cfg: TrainConfig
     loss = weighted_l1(pred, target, mask, cfg.w_in)
     if cfg.w_temporal:
         loss = loss + cfg.w_temporal * temporal_l1(pred, target, mask)
+    if cfg.w_ssim:
+        loss = loss + cfg.w_ssim * (1.0 - ssim(pred, target, mask))
     return loss, pred
 
 

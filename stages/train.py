@@ -17,11 +17,11 @@ def main() -> None:
         "video.fps", "extract_audio.SR", "build_crops.IMG_SIZE", "build_crops.MOUTH_PAD",
         "compute_mel.N_FFT", "compute_mel.N_MELS", "compute_mel.MEL_PER_FRAME", "compute_mel.MEL_WIN",
         "train.TRAIN_SPLIT", "train.epochs", "train.batch_size", "train.lr", "train.widths", "train.emb",
-        "train.reference", "train.w_in", "train.w_temporal", "train.augment", "train.seed", "train.resume",
+        "train.reference", "train.w_in", "train.w_temporal", "train.w_ssim", "train.augment", "train.seed", "train.resume",
     )
     from dvclive import Live
 
-    cfg = TrainConfig(epochs=p.epochs, batch_size=p.batch_size, lr=p.lr, w_in=p.w_in, w_temporal=p.w_temporal,
+    cfg = TrainConfig(epochs=p.epochs, batch_size=p.batch_size, lr=p.lr, w_in=p.w_in, w_temporal=p.w_temporal, w_ssim=p.w_ssim,
                       augment=p.augment, train_split=p.TRAIN_SPLIT, seed=p.seed)
     info = DataInfo(img_size=p.IMG_SIZE, mouth_pad=p.MOUTH_PAD, fps=p.fps, sr=p.SR, n_fft=p.N_FFT, n_mels=p.N_MELS,
                     mel_per_frame=p.MEL_PER_FRAME, mel_win=p.MEL_WIN)

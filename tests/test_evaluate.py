@@ -1,7 +1,7 @@
 import numpy as np
 import pytest
 
-from hygie_lib.evaluate import MAX_LAG, lag_correlation, lip_distance, ssim, sync
+from hygie_lib.evaluate import MAX_LAG, lag_correlation, lip_distance, sync
 
 
 def test_sync_finds_the_lag_between_two_signals():
@@ -16,13 +16,10 @@ def test_sync_finds_the_lag_between_two_signals():
     assert sync(with_gaps, real)[1] == 0 and abs(sync(np.roll(real, 40), real)[1]) <= MAX_LAG
 
 
-def test_ssim_and_lip_distance():
-    rng = np.random.default_rng(1)
-    img = rng.integers(0, 255, (32, 32, 3), dtype=np.uint8)
-    weight = np.ones((32, 32))
-    noisy = np.clip(img + rng.normal(0, 40, img.shape), 0, 255).astype(np.uint8)
-    assert ssim(img, img, weight) == pytest.approx(1.0) and ssim(noisy, img, weight) < 0.9
+def test_lip_distance_is_in_mouth_widths_and_ignores_head_motion():
     from hygie_lib.landmarks import LIP_LOOPS
+
+    rng = np.random.default_rng(1)
 
     lm = rng.normal(200, 30, (4, 478, 3)).astype(np.float32)
     assert np.allclose(lip_distance(lm, lm), 0)

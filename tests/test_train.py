@@ -7,7 +7,7 @@ import torch
 from hygie_lib.audio import mel_window
 from hygie_lib.dataset import CLIP, MouthBatches, mel_windows, pick_references, time_split
 from hygie_lib.io import HygieError
-from hygie_lib.train import DataInfo, TrainConfig, fit, load_checkpoint, temporal_l1, weighted_l1
+from hygie_lib.train import DataInfo, TrainConfig, fit, load_checkpoint, psnr, ssim, temporal_l1, weighted_l1
 
 
 def test_time_split_blocks_gap_and_missing_faces():
@@ -67,6 +67,23 @@ def test_losses():
     assert float(temporal_l1(target.flip(1), target, mask)) > 0.05
 
 
+def test_ssim_and_psnr_inside_the_mask():
+    torch.manual_seed(0)
+    img = torch.nn.functional.avg_pool2d(torch.rand(2, 3, 36, 36), 5, 1)  # [2, 3, 32, 32], some structure
+    mask = torch.zeros(32, 32)
+    mask[16:] = 1
+    assert float(ssim(img, img, mask)) == pytest.approx(1.0, abs=1e-6)
+    noisy = img.clone()
+    noisy[..., 16:, :] += 0.1 * torch.randn_like(noisy[..., 16:, :])
+    assert float(ssim(noisy, img, mask)) < 0.8
+    noisy_outside = img.clone()
+    noisy_outside[..., :8, :] += 0.1 * torch.randn_like(noisy_outside[..., :8, :])  # beyond the 5-px window reach
+    assert float(ssim(noisy_outside, img, mask)) == pytest.approx(1.0, abs=1e-6)
+    off = img.clone()
+    off[..., 16:, :] += 0.1  # an error of 0.1 inside the mask only: PSNR 20 dB
+    assert psnr(off, img, mask) == pytest.approx(20.0, abs=1e-3) and psnr(noisy_outside, img, mask) > 90
+
+
 @pytest.fixture(scope="module")
 def tiny_clip(tmp_path_factory):
     """A prepared clip whose mouth brightness follows the audio loudness (so a model can learn it)."""
@@ -100,7 +117,7 @@ class FakeLive:
 
 
 def run_fit(clip, out, epochs, resume=False, seed=0):
-    cfg = TrainConfig(epochs=epochs, batch_size=8, lr=3e-3, w_in=8.0, w_temporal=1.0, augment=True, train_split=0.75, seed=seed)
+    cfg = TrainConfig(epochs=epochs, batch_size=8, lr=3e-3, w_in=8.0, w_temporal=1.0, w_ssim=0.0, augment=True, train_split=0.75, seed=seed)
     info = DataInfo(img_size=32, mouth_pad=0.5, fps=25.0, sr=16000, n_fft=512, n_mels=16, mel_per_frame=4, mel_win=8)
     live = FakeLive()
     summary = fit(clip / "crops.npz", clip / "mel.npy", model_kwargs={"widths": [8, 16, 16], "emb": 16, "reference": True},
