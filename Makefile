@@ -17,7 +17,7 @@ $(STAMP): pyproject.toml
 	$(BIN)/python -m pip install -q -e '.[dev]'
 	touch $@
 
-# The demo trains a small model (64 px crops, 8 epochs: about 6 minutes on 2 CPU cores) as a DVC experiment;
+# The demo trains a small model (64 px crops, 8 epochs: about 8 minutes on 2 CPU cores) as a DVC experiment;
 # params.yaml keeps the real-user settings (128 px, 50 epochs). See README, "Figures".
 DEMO_PARAMS := -S build_crops.IMG_SIZE=64 -S train.epochs=8 -S train.lr=0.002
 
