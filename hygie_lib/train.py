@@ -128,19 +128,20 @@ def train_one_epoch(model, data: MouthBatches, starts, opt, sched, cfg: TrainCon
 
 @torch.no_grad()
 def validate(model, data: MouthBatches, starts, cfg: TrainConfig, device) -> tuple[dict[str, float], dict]:
-    """Validation loss and mouth PSNR over all validation clips (fixed references), plus one batch for previews."""
+    """Validation loss, mouth PSNR and SSIM over all validation clips (fixed references), plus one batch for previews."""
     model.eval()
     rng = np.random.default_rng(1234)  # the same references every epoch
-    total, tot_psnr, n, first = 0.0, 0.0, 0, None
+    sums, n, first = {"loss": 0.0, "psnr_mouth": 0.0, "ssim_mouth": 0.0}, 0, None
     for i in range(0, len(starts), cfg.batch_size):
         b = data.batch(starts[i : i + cfg.batch_size], rng, augment=False)
         loss, pred = clip_loss(model, b, cfg, device)
-        k = len(starts[i : i + cfg.batch_size])
-        total += float(loss) * k
-        tot_psnr += psnr(pred.float().cpu(), b["target"], b["mask"]) * k
+        pred, k = pred.float().cpu(), len(starts[i : i + cfg.batch_size])
+        sums["loss"] += float(loss) * k
+        sums["psnr_mouth"] += psnr(pred, b["target"], b["mask"]) * k
+        sums["ssim_mouth"] += float(ssim(pred, b["target"], b["mask"])) * k
         n += k
-        first = first or {**b, "pred": pred.float().cpu()}
-    return {"loss": total / max(n, 1), "psnr_mouth": tot_psnr / max(n, 1)}, first
+        first = first or {**b, "pred": pred}
+    return {name: value / max(n, 1) for name, value in sums.items()}, first
 
 
 def preview(b: dict, k: int = 6) -> np.ndarray:
@@ -239,10 +240,11 @@ def fit(
         live.log_metric("train/loss", train_loss)
         live.log_metric("val/loss", val["loss"])
         live.log_metric("val/psnr_mouth", val["psnr_mouth"])
+        live.log_metric("val/ssim_mouth", val["ssim_mouth"])
         live.log_metric("train/samples_per_s", speed)
         live.log_image("preview.png", preview(shown))
         live.next_step()
-        print(f"epoch {epoch + 1}: train {train_loss:.4f}  val {val['loss']:.4f}  mouth PSNR {val['psnr_mouth']:.2f} dB  "
+        print(f"epoch {epoch + 1}: train {train_loss:.4f}  val {val['loss']:.4f}  mouth PSNR {val['psnr_mouth']:.2f} dB SSIM {val['ssim_mouth']:.3f}  "
               f"{speed:.1f} samples/s{'  *best' if improved else ''}")
     summary = {"best_val_loss": best, "final_val_loss": val["loss"], "epochs": cfg.epochs}
     for key, value in summary.items():

@@ -129,6 +129,8 @@ def test_fit_learns_checkpoints_and_resumes(tiny_clip, tmp_path):
     summary, live = run_fit(tiny_clip, tmp_path, epochs=3)
     losses = [v for _, name, v in live.metrics if name == "val/loss"]
     assert len(losses) == 3 and losses[-1] < losses[0]
+    ssims = [v for _, name, v in live.metrics if name == "val/ssim_mouth"]
+    assert len(ssims) == 3 and 0.0 < ssims[0] < 1.0
     assert summary["best_val_loss"] == pytest.approx(min(losses))
     assert len(live.images) == 3 and live.images[0][1][2] == 3
     model, ckpt = load_checkpoint(tmp_path / "best.pt")
