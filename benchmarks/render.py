@@ -15,6 +15,7 @@ import subprocess
 import sys
 import tempfile
 import time
+from dataclasses import asdict
 from pathlib import Path
 
 import cv2
@@ -26,10 +27,12 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
 from hygie_lib.audio import load_audio, write_wav  # noqa: E402
+from hygie_lib.dataset import mel_windows  # noqa: E402
 from hygie_lib.io import save_npz  # noqa: E402
 from hygie_lib.model import HygieUNetLite, config_dict  # noqa: E402
-from hygie_lib.render import AUDIO_SR, Template, audio_features, prepare_template, render  # noqa: E402
+from hygie_lib.render import Template, audio_features, model_inputs, prepare_template, render  # noqa: E402
 from hygie_lib.runtime import MouthModel, export_onnx  # noqa: E402
+from hygie_lib.train import DataInfo, load_checkpoint  # noqa: E402
 from hygie_lib.video import VideoWriter, iter_frames  # noqa: E402
 
 STEPS = ["decode", "crops", "mel", "model", "blend", "encode"]  # encode runs in its own thread, overlapping
@@ -41,9 +44,9 @@ def make_inputs(work: Path, model_path: str | None, seconds: float) -> dict[str,
     if model_path is None:  # speed does not depend on the weights
         model = HygieUNetLite(img_size=p["build_crops"]["IMG_SIZE"], widths=tuple(p["train"]["widths"]), emb=p["train"]["emb"],
                               n_mels=p["compute_mel"]["N_MELS"], mel_win=p["compute_mel"]["MEL_WIN"], reference=p["train"]["reference"])
-        data = {"img_size": model.img_size, "mouth_pad": p["build_crops"]["MOUTH_PAD"], "fps": float(p["video"]["fps"]),
-                "sr": p["extract_audio"]["SR"], "n_fft": p["compute_mel"]["N_FFT"], "n_mels": model.n_mels,
-                "mel_per_frame": p["compute_mel"]["MEL_PER_FRAME"], "mel_win": model.mel_win}
+        data = asdict(DataInfo(img_size=model.img_size, mouth_pad=p["build_crops"]["MOUTH_PAD"], fps=float(p["video"]["fps"]),
+                               sr=p["extract_audio"]["SR"], n_fft=p["compute_mel"]["N_FFT"], n_mels=model.n_mels,
+                               mel_per_frame=p["compute_mel"]["MEL_PER_FRAME"], mel_win=model.mel_win))
         model_path = str(work / "untrained.pt")
         torch.save({"config": config_dict(model), "state_dict": model.state_dict(), "data": data}, model_path)
     data = MouthModel(model_path, "torch").data
@@ -87,19 +90,16 @@ def int8_report(inputs: dict[str, str]) -> None:
     import onnxruntime as ort
     from onnxruntime.quantization import QuantType, quantize_dynamic
 
-    from hygie_lib.train import load_checkpoint
-
     model, ckpt = load_checkpoint(inputs["model"])
     work = Path(inputs["template"]).parent
     (work / "fp32.onnx").write_bytes(export_onnx(model, {"config": ckpt["config"], "data": ckpt["data"]}))
     quantize_dynamic(str(work / "fp32.onnx"), str(work / "int8.onnx"), weight_type=QuantType.QInt8)
     tpl = Template.load(inputs["crops"])
-    b = 32
-    x = tpl.crops[:b].astype(np.float32).transpose(0, 3, 1, 2) / 255
-    mel, _ = audio_features(inputs["audio"], ckpt["data"])
-    w = ckpt["data"]["mel_win"]
-    feeds = {"masked": x * (1 - tpl.mask[None, None]), "mel": np.stack([mel[None, :, 40 * i : 40 * i + w] for i in range(b)]), "ref": x[::-1].copy()}
-    feeds = {k: v.astype(np.float32) for k, v in feeds.items() if k != "ref" or model.reference}
+    b, d = 32, ckpt["data"]
+    masked, ref = model_inputs(tpl.crops[:b], tpl.crops[b - 1 :: -1] if model.reference else None, tpl.mask)
+    mel, _ = audio_features(inputs["audio"], d)
+    windows = mel_windows(mel, np.arange(b) * 10, per_frame=d["mel_per_frame"], win=d["mel_win"])[:, None].astype(np.float32)
+    feeds = {k: v for k, v in {"masked": masked, "mel": windows, "ref": ref}.items() if v is not None}
     outs = {}
     for name in ("fp32", "int8"):
         s = ort.InferenceSession(str(work / f"{name}.onnx"), providers=["CPUExecutionProvider"])

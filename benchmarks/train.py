@@ -22,7 +22,7 @@ sys.path.insert(0, str(ROOT))
 
 from hygie_lib.dataset import CLIP, MouthBatches  # noqa: E402
 from hygie_lib.model import HygieUNetLite, count_params, flops_per_frame  # noqa: E402
-from hygie_lib.train import TrainConfig, clip_loss  # noqa: E402
+from hygie_lib.train import TrainConfig, train_step  # noqa: E402
 
 
 def main() -> None:
@@ -54,12 +54,7 @@ def main() -> None:
         opt = torch.optim.AdamW(model.parameters(), lr=cfg.lr)
 
         def step() -> None:
-            b = data.batch(rng.integers(0, n - CLIP, cfg.batch_size), rng, augment=cfg.augment)
-            with torch.autocast(device.type, dtype=torch.bfloat16, enabled=device.type == "cuda"):
-                loss, _ = clip_loss(model, b, cfg, device)
-            opt.zero_grad(set_to_none=True)
-            loss.backward()
-            opt.step()
+            train_step(model, data.batch(rng.integers(0, n - CLIP, cfg.batch_size), rng, augment=cfg.augment), opt, cfg, device)
 
         for _ in range(2):
             step()

@@ -88,8 +88,7 @@ def cmd_render(args: argparse.Namespace) -> int:
         crops = _prepared_crops(args.template)
     template = Template.load(crops) if crops else None
     n_frames = count_frames(probe_video(args.template).duration, d["fps"])
-    usable = (template is not None and len(template.crops) == n_frames and template.crops.shape[1] == d["img_size"]
-              and abs(template.pad - d["mouth_pad"]) < 1e-6)
+    usable = template is not None and len(template.crops) == n_frames and template.fits(d)
     if not usable:
         print(f"{args.template}: preparing the template (landmarks and crops) with the model's params")
         template = prepare_template(args.template, fps=d["fps"], size=d["img_size"], pad=d["mouth_pad"],

@@ -19,7 +19,7 @@ from scipy.signal import lfilter, lfilter_zi
 from tqdm import tqdm
 
 from hygie_lib.io import HygieError
-from hygie_lib.landmarks import NOSE, eye_centres
+from hygie_lib.landmarks import NOSE, face_axes
 from hygie_lib.video import iter_frames
 
 NOSE_TO_MOUTH = 0.58  # box centre below the nose centroid, in eye distances (closed lips sit at ~0.52)
@@ -34,10 +34,7 @@ def mouth_boxes(landmarks: np.ndarray, pad: float) -> np.ndarray:
     side = (1 + pad) * eye distance (a mouth is about one eye distance wide), centre NOSE_TO_MOUTH eye
     distances below the nose along the face's own down axis, so head roll is followed.
     """
-    left, right = eye_centres(landmarks)  # [N, 2] each
-    across = left - right
-    iod = np.linalg.norm(across, axis=1)  # [N]
-    down = np.stack([-across[:, 1], across[:, 0]], axis=1) / iod[:, None]
+    iod, down = face_axes(landmarks)  # [N], [N, 2]
     centre = landmarks[:, NOSE, :2].mean(1) + down * (NOSE_TO_MOUTH * iod)[:, None]
     return np.column_stack([centre, (1.0 + pad) * iod]).astype(np.float64)
 

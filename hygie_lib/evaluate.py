@@ -15,29 +15,25 @@ from hygie_lib.blend import paste_mouth
 from hygie_lib.crops import crop
 from hygie_lib.dataset import mel_windows, pick_references, time_split
 from hygie_lib.landmarks import LIP_LOOPS, FaceMesh, eye_centres, mouth_aperture
-from hygie_lib.model import HygieUNetLite
+from hygie_lib.render import model_inputs, to_pixels
+from hygie_lib.runtime import MouthModel
 from hygie_lib.train import ssim
 from hygie_lib.video import iter_frames
 
 MAX_LAG = 10  # frames searched either way for the sync offset
 
 
-@torch.no_grad()
 def generate_crops(
-    model: HygieUNetLite, crops: np.ndarray, mask: np.ndarray, mel: np.ndarray, frames: np.ndarray, refs: np.ndarray,
+    model: MouthModel, crops: np.ndarray, mask: np.ndarray, mel: np.ndarray, frames: np.ndarray, refs: np.ndarray,
     *, per_frame: int, batch: int = 32,
 ) -> np.ndarray:
     """Generated crops [len(frames), S, S, 3] uint8 for frames hearing mel around each frame (refs: reference frames)."""
-    device = next(model.parameters()).device
-    keep = torch.from_numpy(1.0 - mask.astype(np.float32))[None, None]
     out = []
     for i in range(0, len(frames), batch):
         f = frames[i : i + batch]
-        target = torch.from_numpy(crops[f]).float().div_(255).permute(0, 3, 1, 2)
-        ref = torch.from_numpy(crops[refs[i : i + batch]]).float().div_(255).permute(0, 3, 1, 2)
-        m = torch.from_numpy(mel_windows(mel, f, per_frame=per_frame, win=model.mel_win)).unsqueeze(1)
-        y = model((target * keep).to(device), m.float().to(device), ref.to(device) if model.reference else None)
-        out.append((y.permute(0, 2, 3, 1).clamp(0, 1).cpu().numpy() * 255).round().astype(np.uint8))
+        masked, ref = model_inputs(crops[f], crops[refs[i : i + batch]] if model.reference else None, mask)
+        windows = mel_windows(mel, f, per_frame=per_frame, win=int(model.data["mel_win"]))[:, None].astype(np.float32)
+        out.append(to_pixels(model(masked, windows, ref)))
     return np.concatenate(out)
 
 
@@ -81,16 +77,17 @@ def lip_distance(gen: np.ndarray, real: np.ndarray) -> np.ndarray:
 
 
 def evaluate_clip(
-    video: str | os.PathLike, model: HygieUNetLite, prepared: dict, landmarks: np.ndarray, mel: np.ndarray, *,
+    video: str | os.PathLike, model: MouthModel, prepared: dict, landmarks: np.ndarray, mel: np.ndarray, *,
     fps: float, per_frame: int, train_split: float, blend: str, shift: int, truth: np.ndarray | None = None,
     progress: bool = True,
 ) -> tuple[dict[str, float], pd.DataFrame]:
     """Metrics dict and per-frame table for the validation block of a prepared training clip."""
     crops, boxes, face, mask = prepared["crops"], prepared["boxes"], prepared["face"], prepared["mask"]
-    train_starts, _ = time_split(face, train_split=train_split, gap=model.mel_win)
-    first_val = int(round(len(face) * train_split)) + model.mel_win
+    win = int(model.data["mel_win"])
+    train_starts, _ = time_split(face, train_split=train_split, gap=win)
+    first_val = int(round(len(face) * train_split)) + win
     frames = np.flatnonzero(face[first_val:]) + first_val
-    refs = pick_references(frames, np.flatnonzero(face[: train_starts[-1] + 1]), model.mel_win, np.random.default_rng(0))
+    refs = pick_references(frames, np.flatnonzero(face[: train_starts[-1] + 1]), win, np.random.default_rng(0))
     runs = {"": 0, "_shifted": shift}
     generated = {
         name: generate_crops(model, crops, mask, np.roll(mel, -lag * per_frame, axis=1) if lag else mel, frames, refs,

@@ -53,12 +53,17 @@ def eye_centres(landmarks: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     return landmarks[:, LEFT_EYE, :2].mean(1), landmarks[:, RIGHT_EYE, :2].mean(1)
 
 
-def mouth_aperture(landmarks: np.ndarray) -> np.ndarray:
-    """Inner-lip opening [N] along the face's vertical axis, in eye distances (~0 closed); NaN where no face."""
+def face_axes(landmarks: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """(eye distance [N], the face's own unit down axis [N, 2]): scale and roll from landmarks that speech does not move."""
     left, right = eye_centres(landmarks)
     across = left - right
     iod = np.linalg.norm(across, axis=1)
-    down = np.stack([-across[:, 1], across[:, 0]], axis=1) / iod[:, None]
+    return iod, np.stack([-across[:, 1], across[:, 0]], axis=1) / iod[:, None]
+
+
+def mouth_aperture(landmarks: np.ndarray) -> np.ndarray:
+    """Inner-lip opening [N] along the face's vertical axis, in eye distances (~0 closed); NaN where no face."""
+    iod, down = face_axes(landmarks)
     a, b = (landmarks[:, loop, :2] for loop in LIP_LOOPS)  # [N, 20, 2] each
     inner = np.where((np.ptp(a[..., 0], 1) < np.ptp(b[..., 0], 1))[:, None, None], a, b)
     depth = np.einsum("nkd,nd->nk", inner, down)

@@ -13,7 +13,6 @@ from collections import defaultdict
 from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
-from pathlib import Path
 from queue import Queue
 
 import numpy as np
@@ -45,6 +44,10 @@ class Template:
         """From a build_crops output (crops.npz)."""
         with np.load(path) as z:
             return cls(z["crops"], z["boxes"], z["face"], z["mask"], float(z["pad"]))
+
+    def fits(self, data: dict) -> bool:
+        """Whether the crops were made like a model's training crops (`data`: its size and padding)."""
+        return self.crops.shape[1] == data["img_size"] and abs(self.pad - data["mouth_pad"]) < 1e-6
 
 
 def pingpong_index(k: int, n: int) -> int:
@@ -92,10 +95,9 @@ def reference_indices(face: np.ndarray) -> np.ndarray:
 def check_inputs(model: MouthModel, template: Template, template_video: str | os.PathLike, fps: float, mel: np.ndarray) -> None:
     """Raise a HygieError if the model, the template's crops and the mel were not made with the same params."""
     d = model.data
-    S = template.crops.shape[1]
-    if d["img_size"] != S or abs(d["mouth_pad"] - template.pad) > 1e-6:
+    if not template.fits(d):
         raise HygieError(
-            f"{template_video}: its crops are {S}px with MOUTH_PAD {template.pad} but the model was trained on "
+            f"{template_video}: its crops are {template.crops.shape[1]}px with MOUTH_PAD {template.pad} but the model was trained on "
             f"{d['img_size']}px crops with MOUTH_PAD {d['mouth_pad']}. Prepare the template with the model's params "
             "(`dvc repro`), or retrain."
         )
@@ -114,6 +116,17 @@ def check_audio(y: np.ndarray, path: str | os.PathLike) -> None:
         raise HygieError(f"{path}: the audio is silent (peak below {SILENCE}). Give a file with speech in it.")
 
 
+def model_inputs(crops: np.ndarray, refs: np.ndarray | None, mask: np.ndarray) -> tuple[np.ndarray, np.ndarray | None]:
+    """uint8 crops and reference crops [B, S, S, 3] -> the model's masked and ref inputs, float32 [B, 3, S, S] in [0, 1]."""
+    masked = np.ascontiguousarray(crops.astype(np.float32).transpose(0, 3, 1, 2) / 255.0 * (1.0 - mask.astype(np.float32)))
+    return masked, None if refs is None else refs.astype(np.float32).transpose(0, 3, 1, 2) / 255.0
+
+
+def to_pixels(crops: np.ndarray) -> np.ndarray:
+    """Model output [B, 3, S, S] in [0, 1] -> uint8 images [B, S, S, 3]."""
+    return (crops.clip(0.0, 1.0).transpose(0, 2, 3, 1) * 255.0 + 0.5).astype(np.uint8)
+
+
 def render_frames(
     model: MouthModel, template: Template, template_video: str | os.PathLike, mel: np.ndarray, *,
     fps: float, blend: str = "poisson", batch: int = 32, seconds: dict[str, float] | None = None,
@@ -125,7 +138,6 @@ def render_frames(
     check_inputs(model, template, template_video, fps, mel)
     per_frame, win = int(model.data["mel_per_frame"]), int(model.data["mel_win"])
     n_out, n_template = mel.shape[1] // per_frame, len(template.crops)
-    keep = (1.0 - template.mask.astype(np.float32))[None, None]  # [1, 1, S, S]
     refs = reference_indices(template.face)
     seconds = defaultdict(float) if seconds is None else seconds
     frames = pingpong_frames(template_video, fps, n_template, n_out)
@@ -137,16 +149,15 @@ def render_frames(
         seconds["decode"] += _lap(t)
         t = time.perf_counter()
         face = template.face[idx]
-        crops = template.crops[idx[face]].astype(np.float32).transpose(0, 3, 1, 2) / 255.0  # [F, 3, S, S]
-        masked = np.ascontiguousarray(crops * keep)
-        ref = template.crops[refs[idx[face]]].astype(np.float32).transpose(0, 3, 1, 2) / 255.0 if model.reference else None
+        masked, ref = model_inputs(template.crops[idx[face]], template.crops[refs[idx[face]]] if model.reference else None,
+                                   template.mask)  # [F, 3, S, S]
         seconds["crops"] += _lap(t)
         t = time.perf_counter()
         windows = mel_windows(mel, ks[face], per_frame=per_frame, win=win)[:, None].astype(np.float32)  # [F, 1, M, W]
         seconds["mel"] += _lap(t)
         t = time.perf_counter()
         if face.any():
-            mouths = (model(masked, windows, ref).clip(0.0, 1.0).transpose(0, 2, 3, 1) * 255.0 + 0.5).astype(np.uint8)
+            mouths = to_pixels(model(masked, windows, ref))
         seconds["model"] += _lap(t)
         for j, (i, frame) in zip(np.cumsum(face) - 1, chunk):
             t = time.perf_counter()

@@ -106,6 +106,16 @@ def cosine_schedule(opt: torch.optim.Optimizer, total_steps: int) -> torch.optim
     return torch.optim.lr_scheduler.LambdaLR(opt, lambda step: 0.02 + 0.49 * (1 + math.cos(math.pi * min(1.0, step / total_steps))))
 
 
+def train_step(model: HygieUNetLite, b: dict[str, torch.Tensor], opt: torch.optim.Optimizer, cfg: TrainConfig, device) -> float:
+    """One optimiser step on a batch (bf16 autocast on CUDA); returns the loss."""
+    with torch.autocast(device.type, dtype=torch.bfloat16, enabled=device.type == "cuda"):
+        loss, _ = clip_loss(model, b, cfg, device)
+    opt.zero_grad(set_to_none=True)
+    loss.backward()
+    opt.step()
+    return loss.item()
+
+
 def train_one_epoch(model, data: MouthBatches, starts, opt, sched, cfg: TrainConfig, rng, device, desc: str) -> tuple[float, float]:
     """One pass over the training clips in random order: (mean loss, samples/s)."""
     model.train()
@@ -113,14 +123,9 @@ def train_one_epoch(model, data: MouthBatches, starts, opt, sched, cfg: TrainCon
     total, seen, t0 = 0.0, 0, time.perf_counter()
     bar = tqdm(range(0, len(order) - cfg.batch_size + 1, cfg.batch_size), desc=desc, unit="batch", leave=False)
     for i in bar:
-        b = data.batch(order[i : i + cfg.batch_size], rng, augment=cfg.augment)
-        with torch.autocast(device.type, dtype=torch.bfloat16, enabled=device.type == "cuda"):
-            loss, _ = clip_loss(model, b, cfg, device)
-        opt.zero_grad(set_to_none=True)
-        loss.backward()
-        opt.step()
+        loss = train_step(model, data.batch(order[i : i + cfg.batch_size], rng, augment=cfg.augment), opt, cfg, device)
         sched.step()
-        total += loss.item() * cfg.batch_size
+        total += loss * cfg.batch_size
         seen += cfg.batch_size
         bar.set_postfix(loss=f"{total / seen:.4f}", samples_s=f"{seen / (time.perf_counter() - t0):.1f}")
     return total / max(seen, 1), seen / (time.perf_counter() - t0)

@@ -9,7 +9,7 @@ from common import load_params, run
 
 from hygie_lib.evaluate import evaluate_clip, sync, video_apertures
 from hygie_lib.io import HygieError, atomic_path
-from hygie_lib.train import load_checkpoint
+from hygie_lib.runtime import MouthModel
 
 
 def main() -> None:
@@ -23,11 +23,11 @@ def main() -> None:
     ap.add_argument("--truth", help="demo_truth.parquet of the synthetic speaker, used when the file exists")
     args = ap.parse_args()
     p = load_params("video.fps", "compute_mel.MEL_PER_FRAME", "train.TRAIN_SPLIT", "render.blend", "evaluate.shift_seconds")
-    model, ckpt = load_checkpoint(args.model)
+    model = MouthModel(args.model, "torch")
     prep = Path(args.prepared)
     prepared = dict(np.load(prep / "crops.npz"))
-    if ckpt["data"]["img_size"] != prepared["crops"].shape[1]:
-        raise HygieError(f"{args.model}: trained on {ckpt['data']['img_size']}px crops but {prep} has "
+    if model.data["img_size"] != prepared["crops"].shape[1]:
+        raise HygieError(f"{args.model}: trained on {model.data['img_size']}px crops but {prep} has "
                          f"{prepared['crops'].shape[1]}px ones; rerun `dvc repro`.")
     truth = None
     if args.truth and Path(args.truth).is_file():  # the synthetic speaker's ground truth (not a DVC dep: optional)

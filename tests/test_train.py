@@ -133,7 +133,7 @@ def test_fit_learns_checkpoints_and_resumes(tiny_clip, tmp_path):
     assert len(ssims) == 3 and 0.0 < ssims[0] < 1.0
     assert summary["best_val_loss"] == pytest.approx(min(losses))
     assert len(live.images) == 3 and live.images[0][1][2] == 3
-    model, ckpt = load_checkpoint(tmp_path / "best.pt")
+    _, ckpt = load_checkpoint(tmp_path / "best.pt")
     assert ckpt["data"]["img_size"] == 32 and ckpt["epoch"] == int(np.argmin(losses)) + 1
     _, last = load_checkpoint(tmp_path / "last.pt")
     assert last["epoch"] == 3
