@@ -2,6 +2,7 @@
 
 Usage: python benchmarks/prepare.py [--video data/raw/train_video.mp4]
 """
+
 from __future__ import annotations
 
 import argparse
@@ -14,7 +15,7 @@ import yaml
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from hygie_lib.audio import load_audio, log_mel  # noqa: E402
+from hygie_lib.audio import Mel, load_audio  # noqa: E402
 from hygie_lib.crops import build_crops  # noqa: E402
 from hygie_lib.landmarks import detect_video  # noqa: E402
 from hygie_lib.video import probe_video  # noqa: E402
@@ -42,11 +43,20 @@ def main() -> None:
     n = len(landmarks)
 
     t = time.perf_counter()
-    build_crops(args.video, landmarks, fps, size=crops_p["IMG_SIZE"], pad=crops_p["MOUTH_PAD"], alpha=crops_p["EMA_ALPHA"])
+    build_crops(
+        args.video, landmarks, fps, size=crops_p["IMG_SIZE"], pad=crops_p["MOUTH_PAD"], alpha=crops_p["EMA_ALPHA"]
+    )
     timings["build_crops"] = time.perf_counter() - t
 
     t = time.perf_counter()
-    log_mel(y, p["extract_audio"]["SR"], fps=fps, n_mels=mel_p["N_MELS"], per_frame=mel_p["MEL_PER_FRAME"], n_fft=mel_p["N_FFT"])
+    Mel.of(
+        y,
+        p["extract_audio"]["SR"],
+        fps=fps,
+        n_mels=mel_p["N_MELS"],
+        per_frame=mel_p["MEL_PER_FRAME"],
+        n_fft=mel_p["N_FFT"],
+    )
     timings["compute_mel"] = time.perf_counter() - t
 
     print(f"\n{'stage':<18}{'seconds':>9}{'frames/s':>11}")

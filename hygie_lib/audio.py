@@ -1,15 +1,17 @@
-"""Audio: decode any container to mono PCM, WAV I/O, frame-aligned log-mel and per-frame mel windows."""
+"""Audio: decode any container to mono PCM, WAV I/O, frame-aligned log-mel (the `Mel` file), per-frame mel windows."""
+
 from __future__ import annotations
 
 import os
 import wave
+from dataclasses import dataclass
 from pathlib import Path
 
 import av
 import librosa
 import numpy as np
 
-from hygie_lib.io import HygieError, atomic_path
+from hygie_lib.io import HygieError, atomic_path, save_npz
 from hygie_lib.video import open_media
 
 LOG_FLOOR = 1e-5  # mel power floor before the log (silence reads as log(1e-5) = -11.5)
@@ -89,8 +91,56 @@ def log_mel(
     return out
 
 
-def mel_window(mel: np.ndarray, t: int, *, per_frame: int, win: int) -> np.ndarray:
-    """The `win` mel columns centred on video frame t, [n_mels, win]; edges repeat the first/last column."""
-    start = t * per_frame - win // 2
-    idx = np.clip(np.arange(start, start + win), 0, mel.shape[1] - 1)
-    return mel[:, idx]
+def mel_windows(mel: np.ndarray, frames: np.ndarray, *, per_frame: int, win: int) -> np.ndarray:
+    """The `win` mel columns centred on each video frame, [*frames.shape, n_mels, win] (edges repeated)."""
+    start = np.asarray(frames) * per_frame - win // 2
+    idx = np.clip(start[..., None] + np.arange(win), 0, mel.shape[1] - 1)  # [..., win]
+    return np.moveaxis(mel[:, idx], 0, -2)
+
+
+@dataclass(frozen=True)
+class Mel:
+    """A clip's log-mel [n_mels, n_frames * per_frame] and the settings it was made with (the compute_mel output)."""
+
+    mel: np.ndarray
+    sr: int
+    n_fft: int
+    fps: float
+    per_frame: int
+
+    @property
+    def n_mels(self) -> int:
+        """Mel bands."""
+        return self.mel.shape[0]
+
+    @property
+    def n_frames(self) -> int:
+        """Video frames the mel covers."""
+        return self.mel.shape[1] // self.per_frame
+
+    def save(self, path: str | os.PathLike) -> None:
+        """Write a deterministic .npz, atomically."""
+        save_npz(
+            path,
+            mel=self.mel,
+            sr=np.int64(self.sr),
+            n_fft=np.int64(self.n_fft),
+            fps=np.float64(self.fps),
+            per_frame=np.int64(self.per_frame),
+        )
+
+    @classmethod
+    def load(cls, path: str | os.PathLike) -> Mel:
+        """Read a compute_mel output; a HygieError names a file of another layout."""
+        try:
+            with np.load(path) as z:
+                return cls(z["mel"], int(z["sr"]), int(z["n_fft"]), float(z["fps"]), int(z["per_frame"]))
+        except (OSError, KeyError, ValueError) as e:
+            raise HygieError(f"{path}: not a mel file made by compute_mel ({e}). Rerun `dvc repro compute_mel`.") from e
+
+    @classmethod
+    def of(cls, y: np.ndarray, sr: int, *, fps: float, n_mels: int, per_frame: int, n_fft: int) -> Mel:
+        """The log-mel of mono audio `y` at `sr` (see `log_mel`), with its settings."""
+        return cls(
+            log_mel(y, sr, fps=fps, n_mels=n_mels, per_frame=per_frame, n_fft=n_fft), sr, n_fft, float(fps), per_frame
+        )

@@ -1,4 +1,5 @@
-"""The `hygie` command: doctor, probe, demo-data, render, export-onnx. Each calls the library, like the DVC stages do."""
+"""The `hygie` command: doctor, probe, demo-data, render, export-onnx. Each calls the library, as the stages do."""
+
 from __future__ import annotations
 
 import argparse
@@ -6,18 +7,7 @@ import sys
 import time
 from pathlib import Path
 
-import yaml
-
 from hygie_lib.io import HygieError, atomic_path
-
-
-def _param(name: str, default: float) -> float:
-    """A `section.KEY` value from ./params.yaml when there is one, else the default."""
-    path = Path("params.yaml")
-    if not path.is_file():
-        return default
-    section, key = name.split(".")
-    return yaml.safe_load(path.read_text()).get(section, {}).get(key, default)
 
 
 def cmd_doctor(args: argparse.Namespace) -> int:
@@ -41,7 +31,9 @@ def cmd_probe(args: argparse.Namespace) -> int:
     with atomic_path(args.out) as tmp:
         if not cv2.imwrite(str(tmp), cv2.cvtColor(image, cv2.COLOR_RGB2BGR)):
             raise HygieError(f"{args.out}: could not write the PNG; check the folder is writable.")
-    print(f"{args.out}: first {args.frames} frames with lips (green), lip hull (blue), box (red), mask outline (yellow)")
+    print(
+        f"{args.out}: first {args.frames} frames with lips (green), lip hull (blue), box (red), mask outline (yellow)"
+    )
     return 0
 
 
@@ -59,63 +51,53 @@ def cmd_demo_data(args: argparse.Namespace) -> int:
     return 0
 
 
-def _prepared_crops(template: str) -> Path | None:
-    """The pipeline's crops.npz for `template` when dvc.yaml lists it (vars: videos) and it has been prepared."""
-    path = Path("dvc.yaml")
-    if not path.is_file():
-        return None
-    for var in yaml.safe_load(path.read_text()).get("vars", []):
-        for key, video in (var.get("videos", {}) if isinstance(var, dict) else {}).items():
-            crops = Path("data/prepared") / key / "crops.npz"
-            if Path(video).resolve() == Path(template).resolve() and crops.is_file():
-                return crops
-    return None
-
-
 def cmd_render(args: argparse.Namespace) -> int:
+    from hygie_lib.crops import Crops
+    from hygie_lib.inference import MouthModel
     from hygie_lib.io import require_file
-    from hygie_lib.render import Template, audio_features, prepare_template, render
-    from hygie_lib.runtime import MouthModel
-    from hygie_lib.video import count_frames, probe_video
+    from hygie_lib.render import audio_features, prepare_template, render
 
     require_file(args.template, "template video", "Give the path of a video of the person idling.")
     model = MouthModel(args.model, args.backend)
-    d = model.data
-    mel, audio = audio_features(require_file(args.audio, "audio file", "Give the path of the speech to lip-sync."), d)
-    if args.prepared:
-        crops = require_file(Path(args.prepared) / "crops.npz", "prepared template", "Run `dvc repro`, or leave out --prepared.")
+    mel, audio = audio_features(
+        require_file(args.audio, "audio file", "Give the path of the speech to lip-sync."), model.data
+    )
+    if args.crops:
+        template = Crops.load(
+            require_file(args.crops, "prepared template crops", "Run `dvc repro`, or leave out --crops.")
+        )
+        if not template.made_from(args.template):
+            raise HygieError(
+                f"{args.crops}: was not made from {args.template} (its content differs). "
+                "Run `dvc repro` to prepare it again, or leave out --crops."
+            )
+        print(f"{args.template}: using the prepared {args.crops}")
     else:
-        crops = _prepared_crops(args.template)
-    template = Template.load(crops) if crops else None
-    n_frames = count_frames(probe_video(args.template).duration, d["fps"])
-    usable = template is not None and len(template.crops) == n_frames and template.fits(d)
-    if not usable:
         print(f"{args.template}: preparing the template (landmarks and crops) with the model's params")
-        template = prepare_template(args.template, fps=d["fps"], size=d["img_size"], pad=d["mouth_pad"],
-                                    alpha=args.alpha, min_confidence=args.min_confidence)
-    else:
-        print(f"{args.template}: using the prepared {crops}")
+        template = prepare_template(args.template, model.data, min_confidence=args.min_confidence)
     t = time.perf_counter()
-    render(model, template, args.template, mel, audio, args.out, fps=d["fps"], blend=args.blend, batch=args.batch)
-    n = mel.shape[1] // d["mel_per_frame"]
-    print(f"{args.out}: {n} frames in {time.perf_counter() - t:.1f} s")
+    render(model, template, args.template, mel, audio, args.out, blend=args.blend, batch=args.batch)
+    print(f"{args.out}: {mel.n_frames} frames in {time.perf_counter() - t:.1f} s")
     return 0
 
 
 def cmd_export_onnx(args: argparse.Namespace) -> int:
-    from hygie_lib.runtime import export_onnx
-    from hygie_lib.train import load_checkpoint
+    from hygie_lib.checkpoint import load_checkpoint
+    from hygie_lib.inference import export_onnx
 
-    model, ckpt = load_checkpoint(args.model)
-    data = export_onnx(model, {"config": ckpt["config"], "data": ckpt["data"]})
+    model, data, _ = load_checkpoint(args.model)
+    onnx = export_onnx(model, data)
     with atomic_path(args.out) as tmp:
-        tmp.write_bytes(data)
-    print(f"{args.out}: ONNX model ({len(data) / 1e6:.1f} MB); use it with `hygie render --model {args.out}`")
+        tmp.write_bytes(onnx)
+    print(f"{args.out}: ONNX model ({len(onnx) / 1e6:.1f} MB); use it with `hygie render --model {args.out}`")
     return 0
 
 
 def build_parser() -> argparse.ArgumentParser:
     """The argument parser of `hygie` and its subcommands."""
+    from hygie_lib.blend import BLENDS
+    from hygie_lib.inference import BACKENDS
+
     ap = argparse.ArgumentParser(prog="hygie", description="HygieSync: person-specific lip-sync.")
     sub = ap.add_subparsers(dest="command", required=True)
 
@@ -126,9 +108,11 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("video")
     p.add_argument("--out", default="probe.png", help="output PNG (default: probe.png)")
     p.add_argument("--frames", type=int, default=4, help="how many first frames (default: 4)")
-    p.add_argument("--fps", type=float, default=_param("video.fps", 25))
-    p.add_argument("--pad", type=float, default=_param("build_crops.MOUTH_PAD", 0.5))
-    p.add_argument("--alpha", type=float, default=_param("build_crops.EMA_ALPHA", 0.7))
+    p.add_argument(
+        "--fps", type=float, default=25.0, help="frame rate the video is read at (default: 25, as video.fps)"
+    )
+    p.add_argument("--pad", type=float, default=0.5, help="mouth box padding (default: 0.5, as build_crops.MOUTH_PAD)")
+    p.add_argument("--alpha", type=float, default=0.7, help="box smoothing (default: 0.7, as build_crops.EMA_ALPHA)")
     p.set_defaults(func=cmd_probe)
 
     p = sub.add_parser("demo-data", help="write the synthetic demo speaker into data/raw/")
@@ -143,12 +127,15 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--template", required=True, help="video of the same person idling")
     p.add_argument("--audio", required=True, help="the new speech: any audio or video file")
     p.add_argument("--out", required=True, help="output .mp4")
-    p.add_argument("--prepared", help="folder with the template's crops.npz (default: the pipeline's, if dvc.yaml lists it)")
-    p.add_argument("--blend", choices=["poisson", "feather"], default=_param("render.blend", "poisson"))
-    p.add_argument("--backend", choices=["onnx", "torch"], default=_param("render.backend", "onnx"))
-    p.add_argument("--batch", type=int, default=_param("render.batch", 32), help="frames per model call")
-    p.add_argument("--alpha", type=float, default=_param("build_crops.EMA_ALPHA", 0.7), help="box smoothing, if preparing")
-    p.add_argument("--min-confidence", type=float, default=_param("detect_landmarks.min_confidence", 0.5))
+    p.add_argument(
+        "--crops",
+        help="the template's prepared crops, e.g. data/prepared/template/crops.npz "
+        "(default: prepare them now, with the model's crop settings)",
+    )
+    p.add_argument("--blend", choices=list(BLENDS), default="poisson", help="paste-back (default: poisson)")
+    p.add_argument("--backend", choices=list(BACKENDS), default="onnx", help="model runtime (default: onnx)")
+    p.add_argument("--batch", type=int, default=32, help="frames per model call (default: 32)")
+    p.add_argument("--min-confidence", type=float, default=0.5, help="FaceMesh confidence, if preparing (default: 0.5)")
     p.set_defaults(func=cmd_render)
 
     p = sub.add_parser("export-onnx", help="export a checkpoint to ONNX, for ONNX Runtime or other runtimes")

@@ -8,9 +8,11 @@ it "closed" whatever the audio says. So the box is placed from landmarks that do
 (eye centres give scale and roll, the nose gives position) and the mask is one fixed superellipse in crop
 coordinates, large enough for the lips at full jaw drop. The lips (FACEMESH_LIPS) are used to check that.
 """
+
 from __future__ import annotations
 
 import os
+from dataclasses import dataclass
 from pathlib import Path
 
 import cv2
@@ -18,7 +20,7 @@ import numpy as np
 from scipy.signal import lfilter, lfilter_zi
 from tqdm import tqdm
 
-from hygie_lib.io import HygieError
+from hygie_lib.io import HygieError, fingerprint, save_npz
 from hygie_lib.landmarks import NOSE, face_axes
 from hygie_lib.video import iter_frames
 
@@ -70,7 +72,9 @@ def crop_matrix(box: np.ndarray, size: int) -> np.ndarray:
 
 def crop(frame: np.ndarray, box: np.ndarray, size: int) -> np.ndarray:
     """The box's square crop resized to [size, size, 3]; parts outside the frame repeat the border."""
-    return cv2.warpAffine(frame, crop_matrix(box, size), (size, size), flags=cv2.INTER_LINEAR, borderMode=cv2.BORDER_REPLICATE)
+    return cv2.warpAffine(
+        frame, crop_matrix(box, size), (size, size), flags=cv2.INTER_LINEAR, borderMode=cv2.BORDER_REPLICATE
+    )
 
 
 def mouth_mask(size: int) -> np.ndarray:
@@ -81,11 +85,78 @@ def mouth_mask(size: int) -> np.ndarray:
     return (x**MASK_POWER + y**MASK_POWER <= 1.0).astype(np.uint8)
 
 
+@dataclass(frozen=True)
+class Crops:
+    """A clip's mouth crops and how they were made (the build_crops output; a template's prepared form)."""
+
+    crops: np.ndarray  # [N, S, S, 3] uint8 RGB
+    boxes: np.ndarray  # [N, 3] float32 (cx, cy, side) in frame pixels, smoothed
+    face: np.ndarray  # [N] bool, a face was found
+    mask: np.ndarray  # [S, S] uint8, 1 where the mouth is hidden and regenerated
+    pad: float  # MOUTH_PAD
+    alpha: float  # EMA_ALPHA
+    fps: float  # frame rate the video was read at
+    source: str  # fingerprint of the video they were cut from
+
+    @property
+    def size(self) -> int:
+        """Side of the square crops (IMG_SIZE)."""
+        return self.crops.shape[1]
+
+    def save(self, path: str | os.PathLike) -> None:
+        """Write a deterministic .npz, atomically."""
+        save_npz(
+            path,
+            crops=self.crops,
+            boxes=self.boxes,
+            face=self.face,
+            mask=self.mask,
+            pad=np.float64(self.pad),
+            alpha=np.float64(self.alpha),
+            fps=np.float64(self.fps),
+            source=np.str_(self.source),
+        )
+
+    @classmethod
+    def load(cls, path: str | os.PathLike) -> Crops:
+        """Read a build_crops output; a HygieError names a file of another layout."""
+        try:
+            with np.load(path) as z:
+                return cls(
+                    z["crops"],
+                    z["boxes"],
+                    z["face"],
+                    z["mask"],
+                    float(z["pad"]),
+                    float(z["alpha"]),
+                    float(z["fps"]),
+                    str(z["source"]),
+                )
+        except (OSError, KeyError, ValueError) as e:
+            raise HygieError(
+                f"{path}: not a crops file made by build_crops ({e}). Rerun `dvc repro build_crops`."
+            ) from e
+
+    def fits(self, *, size: int, pad: float, fps: float, mask: np.ndarray) -> bool:
+        """Whether these crops were made like a model's training crops (its size, padding, frame rate and mask)."""
+        return (self.size, self.fps) == (size, fps) and abs(self.pad - pad) < 1e-6 and np.array_equal(self.mask, mask)
+
+    def made_from(self, video: str | os.PathLike) -> bool:
+        """Whether `video` is the very file these crops were cut from (same content)."""
+        return fingerprint(video) == self.source
+
+
 def build_crops(
-    video: str | os.PathLike, landmarks: np.ndarray, fps: float, *, size: int, pad: float, alpha: float,
+    video: str | os.PathLike,
+    landmarks: np.ndarray,
+    fps: float,
+    *,
+    size: int,
+    pad: float,
+    alpha: float,
     progress: bool = True,
-) -> dict[str, np.ndarray]:
-    """Crops [N, size, size, 3] uint8, smoothed boxes [N, 3], face flags [N], the mask [size, size] and the pad."""
+) -> Crops:
+    """Crops of every frame of `video` (its landmarks [N, 478, 3] at `fps`): square, smoothed, `size` px."""
     face = ~np.isnan(landmarks[:, 0, 0])
     boxes = smooth_boxes(mouth_boxes(landmarks, pad), alpha)
     crops = np.zeros((len(landmarks), size, size, 3), np.uint8)
@@ -99,4 +170,13 @@ def build_crops(
     bar.close()
     if n + 1 < len(crops):
         raise HygieError(f"{video}: has {n + 1} frames but its landmarks have {len(crops)}; rerun detect_landmarks.")
-    return {"crops": crops, "boxes": boxes.astype(np.float32), "face": face, "mask": mouth_mask(size), "pad": np.float32(pad)}
+    return Crops(
+        crops,
+        boxes.astype(np.float32),
+        face,
+        mouth_mask(size),
+        float(pad),
+        float(alpha),
+        float(fps),
+        fingerprint(video),
+    )

@@ -1,4 +1,5 @@
 """The torch device to run on: CUDA, else Apple MPS, else CPU."""
+
 from __future__ import annotations
 
 import torch

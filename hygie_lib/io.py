@@ -1,11 +1,13 @@
 """Errors users can act on, atomic file writes and deterministic array files."""
+
 from __future__ import annotations
 
 import contextlib
+import hashlib
 import os
 import tempfile
 import zipfile
-from collections.abc import Iterator
+from collections.abc import Iterable, Iterator
 from pathlib import Path
 
 import numpy as np
@@ -42,10 +44,21 @@ def save_npz(path: str | os.PathLike, **arrays: np.ndarray) -> None:
                 np.lib.format.write_array(f, np.asanyarray(array), allow_pickle=False)
 
 
-def save_npy(path: str | os.PathLike, array: np.ndarray) -> None:
-    """Write one .npy atomically."""
-    with atomic_path(path) as tmp, open(tmp, "wb") as f:
-        np.lib.format.write_array(f, np.asanyarray(array), allow_pickle=False)
+def fingerprint(path: str | os.PathLike) -> str:
+    """The MD5 of a file's content (what DVC hashes too): tells whether a prepared file still matches its source."""
+    digest = hashlib.md5()
+    with open(path, "rb") as f:
+        while block := f.read(1 << 20):
+            digest.update(block)
+    return digest.hexdigest()
+
+
+def check_choice(name: str, value: str, choices: Iterable[str]) -> str:
+    """Return `value` if it is one of `choices`, else raise a HygieError naming the setting and the valid values."""
+    choices = list(choices)
+    if value not in choices:
+        raise HygieError(f"{name}: {value!r} is not one of {', '.join(choices)}.")
+    return value
 
 
 def require_file(path: str | os.PathLike, what: str, fix: str) -> Path:

@@ -1,4 +1,5 @@
 """MediaPipe FaceMesh landmarks for every frame of a video, with missing faces kept in the timeline."""
+
 from __future__ import annotations
 
 import os
@@ -54,24 +55,15 @@ def eye_centres(landmarks: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
 
 
 def face_axes(landmarks: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    """(eye distance [N], the face's own unit down axis [N, 2]): scale and roll from landmarks that speech does not move."""
+    """(eye distance [N], the face's unit down axis [N, 2]): scale and roll from landmarks that speech does not move."""
     left, right = eye_centres(landmarks)
     across = left - right
     iod = np.linalg.norm(across, axis=1)
     return iod, np.stack([-across[:, 1], across[:, 0]], axis=1) / iod[:, None]
 
 
-def mouth_aperture(landmarks: np.ndarray) -> np.ndarray:
-    """Inner-lip opening [N] along the face's vertical axis, in eye distances (~0 closed); NaN where no face."""
-    iod, down = face_axes(landmarks)
-    a, b = (landmarks[:, loop, :2] for loop in LIP_LOOPS)  # [N, 20, 2] each
-    inner = np.where((np.ptp(a[..., 0], 1) < np.ptp(b[..., 0], 1))[:, None, None], a, b)
-    depth = np.einsum("nkd,nd->nk", inner, down)
-    return np.ptp(depth, axis=1) / iod
-
-
 class FaceMesh:
-    """One-face MediaPipe FaceMesh returning [478, 3] landmarks in pixels (z scaled like x), or None."""
+    """One-face MediaPipe FaceMesh returning [478, 3] landmarks in pixels (z scaled like x), all NaN when no face."""
 
     def __init__(self, *, static: bool = False, min_confidence: float = 0.5) -> None:
         self._mesh = mp.solutions.face_mesh.FaceMesh(
@@ -82,11 +74,11 @@ class FaceMesh:
             min_tracking_confidence=min_confidence,
         )
 
-    def __call__(self, rgb: np.ndarray) -> np.ndarray | None:
+    def __call__(self, rgb: np.ndarray) -> np.ndarray:
         h, w = rgb.shape[:2]
         result = self._mesh.process(rgb)
         if not result.multi_face_landmarks:
-            return None
+            return np.full((N_LANDMARKS, 3), np.nan, np.float32)
         pts = np.array([(p.x, p.y, p.z) for p in result.multi_face_landmarks[0].landmark], np.float32)
         return pts * np.array([w, h, w], np.float32)
 
@@ -126,20 +118,20 @@ def detect_video(
     """Landmarks [N, 478, 3] float32 (pixels) for every constant-rate frame; NaN where no face was found."""
     path = Path(path)
     total = count_frames(probe_video(path).duration, fps)
-    rows = []
     with FaceMesh(min_confidence=min_confidence) as mesh:
-        bar = tqdm(iter_frames(path, fps), total=total, desc=f"landmarks {path.name}", unit="frame", disable=not progress)
-        for rgb in bar:
-            pts = mesh(rgb)
-            rows.append(np.full((N_LANDMARKS, 3), np.nan, np.float32) if pts is None else pts)
-    return np.stack(rows)
+        bar = tqdm(
+            iter_frames(path, fps), total=total, desc=f"landmarks {path.name}", unit="frame", disable=not progress
+        )
+        return np.stack([mesh(rgb) for rgb in bar])
 
 
 def check_face_rate(landmarks: np.ndarray, path: str | os.PathLike, min_rate: float) -> float:
     """Fraction of frames with a face; raise a HygieError naming the file if it is below `min_rate`."""
     rate = float(np.mean(~np.isnan(landmarks[:, 0, 0])))
     if rate == 0.0:
-        raise HygieError(f"{path}: no face found in any of {len(landmarks)} frames. Film the face from the front, well lit.")
+        raise HygieError(
+            f"{path}: no face found in any of {len(landmarks)} frames. Film the face from the front, well lit."
+        )
     if rate < min_rate:
         raise HygieError(
             f"{path}: a face was found in only {rate:.0%} of frames (minimum {min_rate:.0%}, "

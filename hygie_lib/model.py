@@ -1,13 +1,16 @@
 """HygieUNetLite: a small audio-conditioned U-Net that paints the masked mouth of a crop from a mel window.
 
 Inputs, for a batch of B frames and a crop side S:
-    masked [B, 3, S, S]            RGB in [0, 1], the mouth region set to 0 by the caller
+    crop   [B, 3, S, S]            RGB in [0, 1]; the model hides its own `mask` region (set to 0) before looking
     mel    [B, 1, n_mels, mel_win] natural-log mel power (about -11.5 .. +5), normalised here by (x + 4) / 4
     ref    [B, 3, S, S]            optional unmasked crop of the same person at another moment (Wav2Lip style)
 Output:
     [B, 3, S, S] the full crop in [0, 1]: masked + delta, delta = tanh(head(features)) in [-1, 1], clamped.
 
-Layout (widths w0..w3 = 24, 48, 96, 160 by default, L = len(widths) levels, L - 1 stride-2 downsamplings):
+The mask [S, S] (1 = hidden) is a buffer of the model, saved with its weights, so training, evaluation and
+rendering can never hide different regions.
+
+Layout (widths w0..w3 = 16, 32, 64, 128 by default, L = len(widths) levels, L - 1 stride-2 downsamplings):
     encoder   level 0: one 3x3 conv at full resolution (few channels where pixels are many), no norm
               level 1: stride-2 3x3 conv
               level i: stride-2 3x3 conv + 3x3 conv (more channels where pixels are few)
@@ -18,11 +21,9 @@ Layout (widths w0..w3 = 24, 48, 96, 160 by default, L = len(widths) levels, L - 
     audio     conv2d stack over the mel window (3 stride-2) -> flatten -> Linear -> embedding [B, emb]
 FiLM: feat * (1 + gamma) + beta, gamma and beta linear in the audio embedding, zero-initialised (identity at init).
 Norm: GroupNorm (never BatchNorm: small batches, and train/eval must behave alike).
-
-Checkpoints store plain data only, so they reload with torch.load(path, weights_only=True):
-    torch.save({"config": config_dict(m), "state_dict": m.state_dict()}, path)
-    ck = torch.load(path, weights_only=True); m = build_model(ck["config"]); m.load_state_dict(ck["state_dict"])
+Checkpoints (hygie_lib.checkpoint) store `model.config` and the state dict: plain data, loaded with weights_only=True.
 """
+
 from __future__ import annotations
 
 import math
@@ -112,8 +113,8 @@ class HygieUNetLite(nn.Module):
     def __init__(
         self,
         *,
-        img_size: int,
-        widths: tuple[int, ...] = (24, 48, 96, 160),
+        mask: Tensor,
+        widths: tuple[int, ...] = (16, 32, 64, 128),
         emb: int = 128,
         n_mels: int = 80,
         mel_win: int = 16,
@@ -123,51 +124,76 @@ class HygieUNetLite(nn.Module):
         widths = tuple(int(w) for w in widths)
         if len(widths) < 2 or min(widths) < 1:
             raise ValueError(f"widths must hold at least 2 positive channel counts, got {widths}")
-        n_down = len(widths) - 1
+        mask = torch.as_tensor(mask, dtype=torch.float32)
+        img_size, n_down = mask.shape[-1], len(widths) - 1
+        if mask.ndim != 2 or mask.shape[0] != img_size:
+            raise ValueError(f"mask must be a square [S, S] array, got {list(mask.shape)}")
         if img_size < 2**n_down or img_size % 2**n_down:
-            raise ValueError(f"img_size {img_size} must be a multiple of 2**{n_down} = {2**n_down} (len(widths) - 1 downsamplings)")
+            raise ValueError(
+                f"img_size {img_size} must be a multiple of 2**{n_down} = {2**n_down} (len(widths) - 1 downsamplings)"
+            )
         if n_mels < 8 or mel_win < 2:
             raise ValueError(f"the mel window must be at least 8 x 2, got n_mels={n_mels}, mel_win={mel_win}")
-        self.config = dict(img_size=int(img_size), widths=widths, emb=int(emb), n_mels=int(n_mels), mel_win=int(mel_win), reference=bool(reference))
-        self.img_size, self.widths, self.n_mels, self.mel_win, self.reference = img_size, widths, n_mels, mel_win, reference
+        self.config = {
+            "widths": list(widths),
+            "emb": int(emb),
+            "reference": bool(reference),
+        }  # plain data, for checkpoints
+        self.img_size, self.widths, self.n_mels, self.mel_win, self.reference = (
+            img_size,
+            widths,
+            n_mels,
+            mel_win,
+            reference,
+        )
+        self.register_buffer("mask", mask)  # [S, S], 1 = hidden
         cin = 6 if reference else 3
 
         self.audio = AudioEncoder(emb=emb, n_mels=n_mels, mel_win=mel_win)
         self.stem = ConvAct(cin, widths[0], norm=False)  # [B, w0, S, S]: one conv at full res
         self.downs = nn.ModuleList(  # level 1: stride-2 conv only (it is the costliest level); deeper: + one 3x3 conv
-            nn.Sequential(ConvAct(widths[i - 1], widths[i], stride=2), *([ConvAct(widths[i], widths[i])] if i > 1 else []))
+            nn.Sequential(
+                ConvAct(widths[i - 1], widths[i], stride=2), *([ConvAct(widths[i], widths[i])] if i > 1 else [])
+            )
             for i in range(1, len(widths))  # [B, wi, S/2^i, S/2^i]
         )
         self.mid = ConvAct(widths[-1], widths[-1])  # [B, wL, S/2^n, S/2^n]
         self.mid_film = FiLM(emb, widths[-1])
-        self.ups = nn.ModuleList(UpBlock(widths[i + 1], widths[i], emb=emb, norm=i > 0) for i in reversed(range(n_down)))
+        self.ups = nn.ModuleList(
+            UpBlock(widths[i + 1], widths[i], emb=emb, norm=i > 0) for i in reversed(range(n_down))
+        )
         self.head = nn.Conv2d(widths[0], 3, 3, padding=1)  # [B, 3, S, S] -> tanh -> delta
         nn.init.normal_(self.head.weight, std=1e-3)  # start near the identity: out ~ masked input
         nn.init.zeros_(self.head.bias)
 
-    def _check(self, masked: Tensor, mel: Tensor, ref: Tensor | None) -> None:
+    def _check(self, crop: Tensor, mel: Tensor, ref: Tensor | None) -> None:
         """Raise a ValueError naming the first input whose shape does not match the config."""
         S = self.img_size
-        if masked.ndim != 4 or tuple(masked.shape[1:]) != (3, S, S):
-            raise ValueError(f"masked must be [B, 3, {S}, {S}] (img_size={S}), got {list(masked.shape)}")
-        B = masked.shape[0]
+        if crop.ndim != 4 or tuple(crop.shape[1:]) != (3, S, S):
+            raise ValueError(f"crop must be [B, 3, {S}, {S}] (img_size={S}), got {list(crop.shape)}")
+        B = crop.shape[0]
         if tuple(mel.shape) != (B, 1, self.n_mels, self.mel_win):
-            raise ValueError(f"mel must be [B={B}, 1, n_mels={self.n_mels}, mel_win={self.mel_win}], got {list(mel.shape)}")
+            raise ValueError(
+                f"mel must be [B={B}, 1, n_mels={self.n_mels}, mel_win={self.mel_win}], got {list(mel.shape)}"
+            )
         if self.reference and ref is None:
-            raise ValueError("this model was built with reference=True: pass ref, an unmasked crop [B, 3, S, S] of the same person")
+            raise ValueError(
+                "this model was built with reference=True: pass ref, an unmasked crop [B, 3, S, S] of the same person"
+            )
         if ref is not None:
             if not self.reference:
                 raise ValueError("this model was built with reference=False: do not pass ref")
-            if tuple(ref.shape) != tuple(masked.shape):
-                raise ValueError(f"ref must have the shape of masked {list(masked.shape)}, got {list(ref.shape)}")
+            if tuple(ref.shape) != tuple(crop.shape):
+                raise ValueError(f"ref must have the shape of crop {list(crop.shape)}, got {list(ref.shape)}")
 
-    def forward(self, masked: Tensor, mel: Tensor, ref: Tensor | None = None) -> Tensor:
-        """Masked crop [B,3,S,S] + mel [B,1,n_mels,mel_win] (+ ref [B,3,S,S]) -> crop [B,3,S,S] in [0, 1]."""
-        self._check(masked, mel, ref)
-        return self._forward(masked, mel, ref)
+    def forward(self, crop: Tensor, mel: Tensor, ref: Tensor | None = None) -> Tensor:
+        """Crop [B,3,S,S] (mask region hidden here) + mel [B,1,n_mels,mel_win] (+ ref [B,3,S,S]) -> crop in [0, 1]."""
+        self._check(crop, mel, ref)
+        return self._forward(crop, mel, ref)
 
-    def _forward(self, masked: Tensor, mel: Tensor, ref: Tensor | None) -> Tensor:
-        """The forward pass without the shape checks (any S divisible by 2**(len(widths) - 1))."""
+    def _forward(self, crop: Tensor, mel: Tensor, ref: Tensor | None) -> Tensor:
+        """The forward pass without the shape checks."""
+        masked = crop * (1.0 - self.mask)  # [B, 3, S, S], the mouth region hidden
         e = self.audio(mel)  # [B, emb]
         x = masked if ref is None else torch.cat([masked, ref], dim=1)  # [B, 3 or 6, S, S]
         if CHANNELS_LAST and x.device.type == "cpu":
@@ -192,9 +218,9 @@ def count_params(model: nn.Module) -> int:
     return sum(p.numel() for p in model.parameters() if p.requires_grad)
 
 
-def flops_per_frame(model: HygieUNetLite, img_size: int | None = None) -> int:
-    """FLOPs (2 x multiply-accumulates of the Conv2d and Linear layers) of one frame at `img_size`, by forward hooks."""
-    S = model.img_size if img_size is None else int(img_size)
+def flops_per_frame(model: HygieUNetLite) -> int:
+    """FLOPs (2 x multiply-accumulates of the Conv2d and Linear layers) of one frame, counted by forward hooks."""
+    S = model.img_size
     p = next(model.parameters())
     total = 0
 
@@ -208,26 +234,11 @@ def flops_per_frame(model: HygieUNetLite, img_size: int | None = None) -> int:
 
     handles = [m.register_forward_hook(hook) for m in model.modules() if isinstance(m, (nn.Conv2d, nn.Linear))]
     try:
-        masked = torch.zeros(1, 3, S, S, device=p.device, dtype=p.dtype)
+        crop = torch.zeros(1, 3, S, S, device=p.device, dtype=p.dtype)
         mel = torch.zeros(1, 1, model.n_mels, model.mel_win, device=p.device, dtype=p.dtype)
         with torch.no_grad():
-            model._forward(masked, mel, masked if model.reference else None)
+            model._forward(crop, mel, crop if model.reference else None)
     finally:
         for h in handles:
             h.remove()
     return total
-
-
-def config_dict(model: HygieUNetLite) -> dict:
-    """The constructor kwargs as plain data (ints, bools, lists), safe for torch.load(weights_only=True)."""
-    return {k: list(v) if isinstance(v, tuple) else v for k, v in model.config.items()}
-
-
-def build_model(cfg: dict) -> HygieUNetLite:
-    """Build a model from config_dict() output (lists become tuples)."""
-    known = {"img_size", "widths", "emb", "n_mels", "mel_win", "reference"}
-    unknown = set(cfg) - known
-    if unknown or "img_size" not in cfg:
-        raise ValueError(f"bad model config: unknown keys {sorted(unknown)}, img_size required; got {cfg}")
-    kw = {k: tuple(v) if isinstance(v, list) else v for k, v in cfg.items()}
-    return HygieUNetLite(**kw)

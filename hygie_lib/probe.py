@@ -1,4 +1,5 @@
 """`hygie probe`: a picture of the first frames with lip landmarks, lip hull, mouth box and mask drawn."""
+
 from __future__ import annotations
 
 import os
@@ -13,7 +14,7 @@ from hygie_lib.landmarks import LIPS, FaceMesh
 from hygie_lib.video import iter_frames
 
 
-def draw_probe(frame: np.ndarray, landmarks: np.ndarray | None, box: np.ndarray) -> np.ndarray:
+def draw_probe(frame: np.ndarray, landmarks: np.ndarray, box: np.ndarray) -> np.ndarray:
     """Copy of an RGB frame with lips (green dots), lip hull (blue), mouth box (red) and mask outline (yellow)."""
     out = frame.copy()
     cx, cy, side = box
@@ -22,7 +23,7 @@ def draw_probe(frame: np.ndarray, landmarks: np.ndarray | None, box: np.ndarray)
     contours, _ = cv2.findContours(mouth_mask(256), cv2.RETR_EXTERNAL, cv2.CHAIN_APPROX_SIMPLE)
     outline = contours[0][:, 0] * (side / 256) + np.array([x0, y0])
     cv2.polylines(out, [outline.round().astype(np.int32)], True, (255, 220, 0), 1, cv2.LINE_AA)
-    if landmarks is not None:
+    if not np.isnan(landmarks[0, 0]):
         lips = landmarks[LIPS, :2].round().astype(np.int32)
         cv2.polylines(out, [cv2.convexHull(lips)], True, (0, 80, 255), 1, cv2.LINE_AA)
         for x, y in lips:
@@ -34,11 +35,10 @@ def probe_video(path: str | os.PathLike, *, fps: float, pad: float, alpha: float
     """The first `frames` frames of a video side by side (RGB), each annotated by `draw_probe`."""
     imgs = list(islice(iter_frames(path, fps), frames))
     with FaceMesh() as mesh:
-        found = [mesh(img) for img in imgs]
-    if all(lm is None for lm in found):
+        lms = np.stack([mesh(img) for img in imgs])
+    if np.isnan(lms[:, 0, 0]).all():
         raise HygieError(f"{path}: no face found in the first {len(imgs)} frames. Film the face from the front.")
-    lms = np.stack([np.full((478, 3), np.nan, np.float32) if lm is None else lm for lm in found])
     boxes = smooth_boxes(mouth_boxes(lms, pad), alpha)
-    tiles = [draw_probe(img, lm, box) for img, lm, box in zip(imgs, found, boxes)]
+    tiles = [draw_probe(img, lm, box) for img, lm, box in zip(imgs, lms, boxes)]
     scale = min(1.0, 480 / tiles[0].shape[0])
     return np.hstack([cv2.resize(t, None, fx=scale, fy=scale, interpolation=cv2.INTER_AREA) for t in tiles])

@@ -4,6 +4,7 @@ Memory stays flat with the audio's length: frames are decoded, blended and encod
 audio outlasts the template, the template plays forwards then backwards (ping-pong), read back from a raw
 frame cache on disk (a temp file, not RAM) so no frame is decoded twice and no jump is visible.
 """
+
 from __future__ import annotations
 
 import os
@@ -12,16 +13,17 @@ import time
 from collections import defaultdict
 from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import dataclass
 from queue import Queue
 
 import numpy as np
 from tqdm import tqdm
 
+from hygie_lib.audio import Mel, load_audio, mel_windows
 from hygie_lib.blend import paste_mouth
-from hygie_lib.dataset import mel_windows
+from hygie_lib.checkpoint import DataInfo
+from hygie_lib.crops import Crops
+from hygie_lib.inference import MouthModel
 from hygie_lib.io import HygieError, atomic_path
-from hygie_lib.runtime import MouthModel
 from hygie_lib.video import VideoWriter, iter_frames, probe_video
 
 AUDIO_SR = 48000  # sample rate of the muxed output audio (the model hears its own SR via the mel)
@@ -29,36 +31,17 @@ SILENCE = 1e-4  # peak amplitude below which an audio file counts as silent
 METADATA = {"comment": "Synthetic lip-sync made by HygieSync: the mouth region is generated from the audio."}
 
 
-@dataclass
-class Template:
-    """A prepared template: crops [N, S, S, 3] uint8, boxes [N, 3], face flags [N], mask [S, S], crop padding."""
-
-    crops: np.ndarray
-    boxes: np.ndarray
-    face: np.ndarray
-    mask: np.ndarray
-    pad: float
-
-    @classmethod
-    def load(cls, path: str | os.PathLike) -> Template:
-        """From a build_crops output (crops.npz)."""
-        with np.load(path) as z:
-            return cls(z["crops"], z["boxes"], z["face"], z["mask"], float(z["pad"]))
-
-    def fits(self, data: dict) -> bool:
-        """Whether the crops were made like a model's training crops (`data`: its size and padding)."""
-        return self.crops.shape[1] == data["img_size"] and abs(self.pad - data["mouth_pad"]) < 1e-6
-
-
 def pingpong_index(k: int, n: int) -> int:
-    """Template frame shown at output frame k: 0, 1, ..., n-1, n-2, ..., 1, 0, 1, ... (no frame shown twice in a row)."""
+    """Template frame shown at output frame k: 0, 1, ..., n-1, n-2, ..., 1, 0, 1, ... (none shown twice in a row)."""
     if n == 1:
         return 0
     k %= 2 * n - 2
     return k if k < n else 2 * n - 2 - k
 
 
-def pingpong_frames(video: str | os.PathLike, fps: float, n_template: int, n_out: int) -> Iterator[tuple[int, np.ndarray]]:
+def pingpong_frames(
+    video: str | os.PathLike, fps: float, n_template: int, n_out: int
+) -> Iterator[tuple[int, np.ndarray]]:
     """(template index, RGB frame) for output frames 0..n_out-1, playing the template back and forth.
 
     The first pass streams from the decoder; later passes read the frames back from a raw cache file.
@@ -71,7 +54,9 @@ def pingpong_frames(video: str | os.PathLike, fps: float, n_template: int, n_out
             shape, decoded = frame.shape, i + 1
             yield i, frame
         if decoded < min(n_out, n_template):
-            raise HygieError(f"{video}: decoded {decoded} frames but its prepared crops have {n_template}; rerun `dvc repro`.")
+            raise HygieError(
+                f"{video}: decoded {decoded} frames but its prepared crops have {n_template}; rerun `dvc repro`."
+            )
         size = int(np.prod(shape))
         for k in range(n_template, n_out):
             i = pingpong_index(k, n_template)
@@ -92,55 +77,31 @@ def reference_indices(face: np.ndarray) -> np.ndarray:
     return np.where(np.abs(wanted - before) <= np.abs(after - wanted), before, after)
 
 
-def check_inputs(model: MouthModel, template: Template, template_video: str | os.PathLike, fps: float, mel: np.ndarray) -> None:
-    """Raise a HygieError if the model, the template's crops and the mel were not made with the same params."""
-    d = model.data
-    if not template.fits(d):
-        raise HygieError(
-            f"{template_video}: its crops are {template.crops.shape[1]}px with MOUTH_PAD {template.pad} but the model was trained on "
-            f"{d['img_size']}px crops with MOUTH_PAD {d['mouth_pad']}. Prepare the template with the model's params "
-            "(`dvc repro`), or retrain."
-        )
-    if abs(d["fps"] - fps) > 1e-6 or mel.shape[0] != d["n_mels"]:
-        raise HygieError(
-            f"the model was trained at {d['fps']} fps with {d['n_mels']} mel bands, the inputs are {fps} fps with "
-            f"{mel.shape[0]} bands. Use the model's params (see params.yaml), or retrain."
-        )
-    if not template.face.any():
-        raise HygieError(f"{template_video}: no face was found in any frame, so there is no mouth to re-voice.")
-
-
 def check_audio(y: np.ndarray, path: str | os.PathLike) -> None:
     """Raise a HygieError if the audio is silent."""
     if np.abs(y).max() < SILENCE:
         raise HygieError(f"{path}: the audio is silent (peak below {SILENCE}). Give a file with speech in it.")
 
 
-def model_inputs(crops: np.ndarray, refs: np.ndarray | None, mask: np.ndarray) -> tuple[np.ndarray, np.ndarray | None]:
-    """uint8 crops and reference crops [B, S, S, 3] -> the model's masked and ref inputs, float32 [B, 3, S, S] in [0, 1]."""
-    masked = np.ascontiguousarray(crops.astype(np.float32).transpose(0, 3, 1, 2) / 255.0 * (1.0 - mask.astype(np.float32)))
-    return masked, None if refs is None else refs.astype(np.float32).transpose(0, 3, 1, 2) / 255.0
-
-
-def to_pixels(crops: np.ndarray) -> np.ndarray:
-    """Model output [B, 3, S, S] in [0, 1] -> uint8 images [B, S, S, 3]."""
-    return (crops.clip(0.0, 1.0).transpose(0, 2, 3, 1) * 255.0 + 0.5).astype(np.uint8)
-
-
 def render_frames(
-    model: MouthModel, template: Template, template_video: str | os.PathLike, mel: np.ndarray, *,
-    fps: float, blend: str = "poisson", batch: int = 32, seconds: dict[str, float] | None = None,
+    model: MouthModel,
+    template: Crops,
+    template_video: str | os.PathLike,
+    mel: Mel,
+    *,
+    blend: str = "poisson",
+    batch: int = 32,
+    seconds: dict[str, float] | None = None,
 ) -> Iterator[np.ndarray]:
-    """Output RGB frames, one per `mel_per_frame` mel columns: template frames with the mouth drawn from `mel`.
+    """Output RGB frames, one per video frame of `mel`: template frames with the mouth drawn from the audio.
 
     Frames without a face pass through untouched. Seconds spent per step are added to `seconds`.
     """
-    check_inputs(model, template, template_video, fps, mel)
-    per_frame, win = int(model.data["mel_per_frame"]), int(model.data["mel_win"])
-    n_out, n_template = mel.shape[1] // per_frame, len(template.crops)
+    model.check_inputs(template, template_video, mel)
+    n_out, n_template = mel.n_frames, len(template.crops)
     refs = reference_indices(template.face)
     seconds = defaultdict(float) if seconds is None else seconds
-    frames = pingpong_frames(template_video, fps, n_template, n_out)
+    frames = pingpong_frames(template_video, template.fps, n_template, n_out)
     for k0 in range(0, n_out, batch):
         ks = np.arange(k0, min(n_out, k0 + batch))
         t = time.perf_counter()
@@ -149,27 +110,37 @@ def render_frames(
         seconds["decode"] += _lap(t)
         t = time.perf_counter()
         face = template.face[idx]
-        masked, ref = model_inputs(template.crops[idx[face]], template.crops[refs[idx[face]]] if model.reference else None,
-                                   template.mask)  # [F, 3, S, S]
+        crops, ref = (
+            template.crops[idx[face]],
+            template.crops[refs[idx[face]]] if model.reference else None,
+        )  # [F, S, S, 3]
         seconds["crops"] += _lap(t)
         t = time.perf_counter()
-        windows = mel_windows(mel, ks[face], per_frame=per_frame, win=win)[:, None].astype(np.float32)  # [F, 1, M, W]
+        windows = mel_windows(mel.mel, ks[face], per_frame=mel.per_frame, win=model.data.mel_win)  # [F, n_mels, win]
         seconds["mel"] += _lap(t)
         t = time.perf_counter()
         if face.any():
-            mouths = to_pixels(model(masked, windows, ref))
+            mouths = model.generate(crops, ref, windows)
         seconds["model"] += _lap(t)
         for j, (i, frame) in zip(np.cumsum(face) - 1, chunk):
             t = time.perf_counter()
             if template.face[i]:
-                frame = paste_mouth(frame, mouths[j], template.boxes[i], template.mask, mode=blend)
+                frame = paste_mouth(frame, mouths[j], template.boxes[i], model.mask, mode=blend)
             seconds["blend"] += _lap(t)
             yield frame
 
 
 def render(
-    model: MouthModel, template: Template, template_video: str | os.PathLike, mel: np.ndarray, audio: np.ndarray,
-    out: str | os.PathLike, *, fps: float, blend: str = "poisson", batch: int = 32, preset: str = "superfast",
+    model: MouthModel,
+    template: Crops,
+    template_video: str | os.PathLike,
+    mel: Mel,
+    audio: np.ndarray,
+    out: str | os.PathLike,
+    *,
+    blend: str = "poisson",
+    batch: int = 32,
+    preset: str = "superfast",
     progress: bool = True,
 ) -> dict[str, float]:
     """Write `out` (H.264 + AAC MP4, atomically): the re-voiced template with `audio` (mono, AUDIO_SR) muxed in.
@@ -180,12 +151,15 @@ def render(
     """
     info = probe_video(template_video)
     if info.width % 2 or info.height % 2:
-        raise HygieError(f"{template_video}: H.264 needs an even frame size, got {info.width}x{info.height}. Crop or scale it.")
+        raise HygieError(
+            f"{template_video}: H.264 needs an even frame size, got {info.width}x{info.height}. Crop or scale it."
+        )
     seconds: dict[str, float] = defaultdict(float)
-    frames = render_frames(model, template, template_video, mel, fps=fps, blend=blend, batch=batch, seconds=seconds)
-    n_out = mel.shape[1] // int(model.data["mel_per_frame"])
+    frames = render_frames(model, template, template_video, mel, blend=blend, batch=batch, seconds=seconds)
     with atomic_path(out) as tmp:
-        with VideoWriter(tmp, fps, info.width, info.height, audio=audio, sr=AUDIO_SR, preset=preset, metadata=METADATA) as writer:
+        with VideoWriter(
+            tmp, template.fps, info.width, info.height, audio=audio, sr=AUDIO_SR, preset=preset, metadata=METADATA
+        ) as writer:
             queue: Queue[np.ndarray | None] = Queue(maxsize=8)  # bounded: memory stays flat
 
             def encode() -> None:
@@ -194,7 +168,7 @@ def render(
                     t = time.perf_counter()
                     try:
                         error or writer.write(frame)
-                    except Exception as e:  # noqa: BLE001 - re-raised in the main thread by encoded.result()
+                    except Exception as e:
                         error = e
                     seconds["encode"] += _lap(t)
                 if error:
@@ -203,7 +177,7 @@ def render(
             with ThreadPoolExecutor(1) as pool:
                 encoded = pool.submit(encode)
                 try:
-                    for frame in tqdm(frames, total=n_out, desc="render", unit="frame", disable=not progress):
+                    for frame in tqdm(frames, total=mel.n_frames, desc="render", unit="frame", disable=not progress):
                         if encoded.done():  # the encoder failed: stop and raise its error below
                             break
                         queue.put(frame)
@@ -220,25 +194,22 @@ def _lap(t0: float) -> float:
     return time.perf_counter() - t0
 
 
-def prepare_template(video: str | os.PathLike, *, fps: float, size: int, pad: float, alpha: float, min_confidence: float) -> Template:
-    """Landmarks and crops of a template computed on the fly (what detect_landmarks + build_crops store)."""
+def prepare_template(video: str | os.PathLike, data: DataInfo, *, min_confidence: float = 0.5) -> Crops:
+    """A template's landmarks and crops computed on the fly, made as the model's training crops were (`data`)."""
     from hygie_lib.crops import build_crops
     from hygie_lib.landmarks import check_face_rate, detect_video
 
-    landmarks = detect_video(video, fps, min_confidence=min_confidence)
+    landmarks = detect_video(video, data.fps, min_confidence=min_confidence)
     check_face_rate(landmarks, video, min_rate=0.0)  # frames without a face pass through, but some must have one
-    c = build_crops(video, landmarks, fps, size=size, pad=pad, alpha=alpha)
-    return Template(c["crops"], c["boxes"], c["face"], c["mask"], pad)
+    return build_crops(video, landmarks, data.fps, size=data.img_size, pad=data.mouth_pad, alpha=data.ema_alpha)
 
 
-def audio_features(path: str | os.PathLike, data: dict) -> tuple[np.ndarray, np.ndarray]:
+def audio_features(path: str | os.PathLike, data: DataInfo) -> tuple[Mel, np.ndarray]:
     """(log-mel as the model was trained on, mono audio at AUDIO_SR to mux) of any audio or video file."""
-    from hygie_lib.audio import load_audio, log_mel
-
-    y = load_audio(path, int(data["sr"]))
+    y = load_audio(path, data.sr)
     check_audio(y, path)
     try:
-        mel = log_mel(y, int(data["sr"]), fps=data["fps"], n_mels=data["n_mels"], per_frame=data["mel_per_frame"], n_fft=data["n_fft"])
+        mel = Mel.of(y, data.sr, fps=data.fps, n_mels=data.n_mels, per_frame=data.mel_per_frame, n_fft=data.n_fft)
     except HygieError as e:
         raise HygieError(f"{path}: {e} Give a longer audio file.") from e
     return mel, load_audio(path, AUDIO_SR)

@@ -5,6 +5,7 @@ warping (cv2.remap) with smooth displacement fields built around the MediaPipe F
 the base image, then the mouth interior is painted. Everything is drawn from numpy Generators, so one seed gives
 the same audio, truth and frames.
 """
+
 from __future__ import annotations
 
 import functools

@@ -1,27 +1,33 @@
 """Training: losses, one epoch, validation, checkpoints (best and last, resumable) and dvclive logging."""
+
 from __future__ import annotations
 
 import math
 import os
 import time
-from dataclasses import asdict, dataclass
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 import torch
-import torch.nn.functional as F
 from tqdm import tqdm
 
-from hygie_lib.dataset import CLIP, MouthBatches, time_split
+from hygie_lib.audio import Mel
+from hygie_lib.checkpoint import DataInfo, load_checkpoint, save_checkpoint
+from hygie_lib.crops import Crops
+from hygie_lib.dataset import MouthBatches
 from hygie_lib.device import best_device
-from hygie_lib.io import HygieError, atomic_path
-from hygie_lib.model import HygieUNetLite, build_model, config_dict, count_params
+from hygie_lib.io import HygieError
+from hygie_lib.metrics import psnr, ssim
+from hygie_lib.model import HygieUNetLite, count_params
+from hygie_lib.split import audio_span, reference_gap, time_split
 
 
 @dataclass(frozen=True)
 class TrainConfig:
     """Everything the loop needs besides the data; each field is a `train.*` param."""
 
+    mel_win: int  # MEL_WIN: mel columns the model hears per frame, centred on it
     epochs: int
     batch_size: int
     lr: float
@@ -31,20 +37,6 @@ class TrainConfig:
     augment: bool
     train_split: float
     seed: int
-
-
-@dataclass(frozen=True)
-class DataInfo:
-    """How the crops and mel were made; stored in checkpoints so render can refuse mismatched inputs."""
-
-    img_size: int
-    mouth_pad: float
-    fps: float
-    sr: int
-    n_fft: int
-    n_mels: int
-    mel_per_frame: int
-    mel_win: int
 
 
 def weighted_l1(pred: torch.Tensor, target: torch.Tensor, mask: torch.Tensor, w_in: float) -> torch.Tensor:
@@ -57,42 +49,18 @@ def temporal_l1(pred: torch.Tensor, target: torch.Tensor, mask: torch.Tensor) ->
     return ((pred.diff(dim=1) - target.diff(dim=1)).abs() * mask).mean()
 
 
-def ssim(pred: torch.Tensor, target: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
-    """Mean SSIM inside the mask (11x11 Gaussian window, sigma 1.5, reflected borders), images [..., 3, S, S] in [0, 1]."""
-    x, y = pred.reshape(-1, *pred.shape[-3:]), target.reshape(-1, *target.shape[-3:])  # [N, 3, S, S]
-    g = torch.exp(-((torch.arange(11, dtype=x.dtype, device=x.device) - 5) ** 2) / (2 * 1.5**2))
-    kernel = (torch.outer(g, g) / g.sum() ** 2).expand(3, 1, 11, 11)
-
-    def blur(z: torch.Tensor) -> torch.Tensor:
-        return F.conv2d(F.pad(z, (5, 5, 5, 5), mode="reflect"), kernel, groups=3)
-
-    mx, my = blur(x), blur(y)
-    vx, vy, cxy = blur(x * x) - mx**2, blur(y * y) - my**2, blur(x * y) - mx * my
-    c1, c2 = 0.01**2, 0.03**2
-    s = ((2 * mx * my + c1) * (2 * cxy + c2)) / ((mx**2 + my**2 + c1) * (vx + vy + c2))
-    weight = mask.reshape(1, 1, *mask.shape[-2:]).to(s).expand_as(s)
-    return (s * weight).sum() / weight.sum()
-
-
-def psnr(pred: torch.Tensor, target: torch.Tensor, mask: torch.Tensor) -> float:
-    """PSNR (dB) inside the mask, images in [0, 1]."""
-    weight = mask.expand_as(pred)
-    mse = (((pred - target) ** 2) * weight).sum() / weight.sum()
-    return float(10 * torch.log10(1.0 / mse.clamp_min(1e-10)))
-
-
 def _run(model: HygieUNetLite, b: dict[str, torch.Tensor], device: torch.device) -> torch.Tensor:
     """Predicted clips [B, T, 3, S, S] for a batch."""
-    B, T = b["masked"].shape[:2]
+    B, T = b["target"].shape[:2]
     ref = b["ref"].to(device)[:, None].expand(-1, T, -1, -1, -1).flatten(0, 1) if model.reference else None
-    out = model(b["masked"].to(device).flatten(0, 1), b["mel"].to(device).flatten(0, 1), ref)
+    out = model(b["target"].to(device).flatten(0, 1), b["mel"].to(device).flatten(0, 1), ref)
     return out.view(B, T, *out.shape[1:])
 
 
 def clip_loss(model: HygieUNetLite, b: dict[str, torch.Tensor], cfg: TrainConfig, device: torch.device):
     """(total loss, predicted clips) of a batch."""
     pred = _run(model, b, device)
-    target, mask = b["target"].to(device), b["mask"].to(device)
+    target, mask = b["target"].to(device), model.mask
     loss = weighted_l1(pred, target, mask, cfg.w_in)
     if cfg.w_temporal:
         loss = loss + cfg.w_temporal * temporal_l1(pred, target, mask)
@@ -103,10 +71,14 @@ def clip_loss(model: HygieUNetLite, b: dict[str, torch.Tensor], cfg: TrainConfig
 
 def cosine_schedule(opt: torch.optim.Optimizer, total_steps: int) -> torch.optim.lr_scheduler.LambdaLR:
     """Learning rate from `lr` down to 2% of it along a half cosine over `total_steps` optimiser steps."""
-    return torch.optim.lr_scheduler.LambdaLR(opt, lambda step: 0.02 + 0.49 * (1 + math.cos(math.pi * min(1.0, step / total_steps))))
+    return torch.optim.lr_scheduler.LambdaLR(
+        opt, lambda step: 0.02 + 0.49 * (1 + math.cos(math.pi * min(1.0, step / total_steps)))
+    )
 
 
-def train_step(model: HygieUNetLite, b: dict[str, torch.Tensor], opt: torch.optim.Optimizer, cfg: TrainConfig, device) -> float:
+def train_step(
+    model: HygieUNetLite, b: dict[str, torch.Tensor], opt: torch.optim.Optimizer, cfg: TrainConfig, device
+) -> float:
     """One optimiser step on a batch (bf16 autocast on CUDA); returns the loss."""
     with torch.autocast(device.type, dtype=torch.bfloat16, enabled=device.type == "cuda"):
         loss, _ = clip_loss(model, b, cfg, device)
@@ -116,7 +88,9 @@ def train_step(model: HygieUNetLite, b: dict[str, torch.Tensor], opt: torch.opti
     return loss.item()
 
 
-def train_one_epoch(model, data: MouthBatches, starts, opt, sched, cfg: TrainConfig, rng, device, desc: str) -> tuple[float, float]:
+def train_one_epoch(
+    model, data: MouthBatches, starts, opt, sched, cfg: TrainConfig, rng, device, desc: str
+) -> tuple[float, float]:
     """One pass over the training clips in random order: (mean loss, samples/s)."""
     model.train()
     order = rng.permutation(starts)
@@ -133,19 +107,19 @@ def train_one_epoch(model, data: MouthBatches, starts, opt, sched, cfg: TrainCon
 
 @torch.no_grad()
 def validate(model, data: MouthBatches, starts, cfg: TrainConfig, device) -> tuple[dict[str, float], dict]:
-    """Validation loss, mouth PSNR and SSIM over all validation clips (fixed references), plus one batch for previews."""
+    """Validation loss, mouth PSNR and SSIM over all validation clips (fixed references), and one batch to preview."""
     model.eval()
     rng = np.random.default_rng(1234)  # the same references every epoch
     sums, n, first = {"loss": 0.0, "psnr_mouth": 0.0, "ssim_mouth": 0.0}, 0, None
     for i in range(0, len(starts), cfg.batch_size):
         b = data.batch(starts[i : i + cfg.batch_size], rng, augment=False)
         loss, pred = clip_loss(model, b, cfg, device)
-        pred, k = pred.float().cpu(), len(starts[i : i + cfg.batch_size])
+        pred, k, mask = pred.float().cpu(), len(starts[i : i + cfg.batch_size]), model.mask.cpu()
         sums["loss"] += float(loss) * k
-        sums["psnr_mouth"] += psnr(pred, b["target"], b["mask"]) * k
-        sums["ssim_mouth"] += float(ssim(pred, b["target"], b["mask"])) * k
+        sums["psnr_mouth"] += psnr(pred, b["target"], mask) * k
+        sums["ssim_mouth"] += float(ssim(pred, b["target"], mask)) * k
         n += k
-        first = first or {**b, "pred": pred}
+        first = first or {"masked": b["target"] * (1.0 - mask), "pred": pred, "target": b["target"]}
     return {name: value / max(n, 1) for name, value in sums.items()}, first
 
 
@@ -156,92 +130,78 @@ def preview(b: dict, k: int = 6) -> np.ndarray:
     return (grid.permute(1, 2, 0).clamp(0, 1).numpy() * 255).round().astype(np.uint8)
 
 
-def save_checkpoint(path: Path, model, opt, sched, *, epoch: int, best: float, data: DataInfo, rng) -> None:
-    """Atomically save everything needed to resume or to render; loads with torch.load(weights_only=True)."""
-    state = {
-        "config": config_dict(model),
-        "state_dict": model.state_dict(),
-        "optimizer": opt.state_dict(),
-        "scheduler": sched.state_dict(),
-        "epoch": epoch,
-        "best_val_loss": best,
-        "data": asdict(data),
-        "torch_rng": torch.get_rng_state(),
-        "numpy_rng": rng.bit_generator.state,
-    }
-    with atomic_path(path) as tmp:
-        torch.save(state, tmp)
-
-
-def load_checkpoint(path: str | os.PathLike, device: torch.device | str = "cpu") -> tuple[HygieUNetLite, dict]:
-    """The model (eval mode) and the whole checkpoint dict; a HygieError names a missing or corrupt file."""
-    path = Path(path)
-    if not path.is_file():
-        raise HygieError(f"{path}: model not found. Train one with `dvc repro train`.")
-    try:
-        ckpt = torch.load(path, map_location=device, weights_only=True)
-        model = build_model(ckpt["config"]).to(device)
-        model.load_state_dict(ckpt["state_dict"])
-    except Exception as e:  # noqa: BLE001 - any failure here means the file is not a usable checkpoint
-        raise HygieError(f"{path}: not a readable HygieSync model ({type(e).__name__}: {e}). Retrain it.") from e
-    return model.eval(), ckpt
-
-
 def fit(
     crops_path: str | os.PathLike,
     mel_path: str | os.PathLike,
     *,
     model_kwargs: dict,
     cfg: TrainConfig,
-    data_info: DataInfo,
     models_dir: str | os.PathLike,
     live,
     resume: bool = False,
 ) -> dict[str, float]:
-    """Train on one prepared clip; writes models_dir/best.pt and last.pt; logs to a dvclive `live`."""
+    """Train on one prepared clip; writes models_dir/best.pt and last.pt; logs to a dvclive `live`.
+
+    How the inputs were made (crop size, padding, fps, mel settings) is read from the prepared files themselves.
+    """
     torch.manual_seed(cfg.seed)
     rng = np.random.default_rng(cfg.seed)
     device = best_device()
     if device.type == "cpu":
         torch.set_num_threads(os.cpu_count() or 1)
-    prepared = np.load(crops_path)
-    mel = np.load(mel_path)
-    train_starts, val_starts = time_split(prepared["face"], train_split=cfg.train_split, gap=data_info.mel_win)
-    if len(train_starts) < cfg.batch_size or len(val_starts) == 0:
+    crops, mel = Crops.load(crops_path), Mel.load(mel_path)
+    data = DataInfo.of(crops, mel, mel_win=cfg.mel_win)
+    split = time_split(crops.face, train_split=cfg.train_split, gap=audio_span(cfg.mel_win, mel.per_frame))
+    if len(split.train) < cfg.batch_size or len(split.val) == 0:
         raise HygieError(
-            f"{crops_path}: only {len(train_starts)} training and {len(val_starts)} validation clips; "
+            f"{crops_path}: only {len(split.train)} training and {len(split.val)} validation clips; "
             "record a longer video (5-15 min) or lower train.batch_size."
         )
-    data = MouthBatches(
-        prepared["crops"], mel, prepared["mask"], per_frame=data_info.mel_per_frame, mel_win=data_info.mel_win,
-        ref_pool=np.flatnonzero(prepared["face"][: train_starts[-1] + CLIP]),
+    batches = MouthBatches(
+        crops.crops,
+        mel.mel,
+        per_frame=mel.per_frame,
+        mel_win=cfg.mel_win,
+        ref_pool=split.train_frames,
+        ref_gap=reference_gap(cfg.mel_win, mel.per_frame),
     )
-    model = HygieUNetLite(img_size=data_info.img_size, n_mels=data_info.n_mels, mel_win=data_info.mel_win, **model_kwargs)
+    model = HygieUNetLite(mask=torch.from_numpy(crops.mask), n_mels=mel.n_mels, mel_win=cfg.mel_win, **model_kwargs)
     model.to(device)
     opt = torch.optim.AdamW(model.parameters(), lr=cfg.lr, weight_decay=1e-4)
-    sched = cosine_schedule(opt, cfg.epochs * (len(train_starts) // cfg.batch_size))
+    sched = cosine_schedule(opt, cfg.epochs * (len(split.train) // cfg.batch_size))
     models_dir = Path(models_dir)
     start_epoch, best = 0, float("inf")
     if resume and (models_dir / "last.pt").is_file():
-        _, ckpt = load_checkpoint(models_dir / "last.pt", device)
+        _, _, ckpt = load_checkpoint(models_dir / "last.pt", device)
+        state = ckpt["train"]
         model.load_state_dict(ckpt["state_dict"])
-        opt.load_state_dict(ckpt["optimizer"])
-        sched.load_state_dict(ckpt["scheduler"])
-        start_epoch, best = ckpt["epoch"], ckpt["best_val_loss"]
-        torch.set_rng_state(ckpt["torch_rng"].cpu())
-        rng.bit_generator.state = ckpt["numpy_rng"]
+        opt.load_state_dict(state["optimizer"])
+        sched.load_state_dict(state["scheduler"])
+        start_epoch, best = state["epoch"], state["best_val_loss"]
+        torch.set_rng_state(state["torch_rng"].cpu())
+        rng.bit_generator.state = state["numpy_rng"]
         print(f"resuming after epoch {start_epoch} (best val loss {best:.4f})")
-    print(f"{count_params(model):,} params on {device}; {len(train_starts)} training clips, {len(val_starts)} validation")
+    print(f"{count_params(model):,} params on {device}; {len(split.train)} training clips, {len(split.val)} validation")
 
     val = {"loss": float("nan")}
     for epoch in range(start_epoch, cfg.epochs):
-        train_loss, speed = train_one_epoch(model, data, train_starts, opt, sched, cfg, rng, device, f"epoch {epoch + 1}/{cfg.epochs}")
-        val, shown = validate(model, data, val_starts, cfg, device)
+        train_loss, speed = train_one_epoch(
+            model, batches, split.train, opt, sched, cfg, rng, device, f"epoch {epoch + 1}/{cfg.epochs}"
+        )
+        val, shown = validate(model, batches, split.val, cfg, device)
         improved = val["loss"] < best
         best = min(best, val["loss"])
-        save_checkpoint(models_dir / "last.pt", model, opt, sched, epoch=epoch + 1, best=best, data=data_info, rng=rng)
+        state = {
+            "optimizer": opt.state_dict(),
+            "scheduler": sched.state_dict(),
+            "epoch": epoch + 1,
+            "best_val_loss": best,
+            "torch_rng": torch.get_rng_state(),
+            "numpy_rng": rng.bit_generator.state,
+        }
+        save_checkpoint(models_dir / "last.pt", model, data, state)
         if improved:
-            save_checkpoint(models_dir / "best.pt", model, opt, sched, epoch=epoch + 1, best=best, data=data_info, rng=rng)
+            save_checkpoint(models_dir / "best.pt", model, data, state)
         live.log_metric("train/loss", train_loss)
         live.log_metric("val/loss", val["loss"])
         live.log_metric("val/psnr_mouth", val["psnr_mouth"])
@@ -249,8 +209,10 @@ def fit(
         live.log_metric("train/samples_per_s", speed)
         live.log_image("preview.png", preview(shown))
         live.next_step()
-        print(f"epoch {epoch + 1}: train {train_loss:.4f}  val {val['loss']:.4f}  mouth PSNR {val['psnr_mouth']:.2f} dB SSIM {val['ssim_mouth']:.3f}  "
-              f"{speed:.1f} samples/s{'  *best' if improved else ''}")
+        print(
+            f"epoch {epoch + 1}: train {train_loss:.4f}  val {val['loss']:.4f}  mouth PSNR {val['psnr_mouth']:.2f} dB "
+            f"SSIM {val['ssim_mouth']:.3f}  {speed:.1f} samples/s{'  *best' if improved else ''}"
+        )
     summary = {"best_val_loss": best, "final_val_loss": val["loss"], "epochs": cfg.epochs}
     for key, value in summary.items():
         live.summary[key] = value

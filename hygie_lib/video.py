@@ -1,4 +1,5 @@
 """Video decoding at a constant frame rate and H.264 + AAC encoding, all through PyAV (bundled FFmpeg)."""
+
 from __future__ import annotations
 
 import os
@@ -47,7 +48,9 @@ def open_media(path: str | os.PathLike) -> av.container.InputContainer:
 
 def _video_stream(container: av.container.InputContainer, path: Path) -> av.video.stream.VideoStream:
     if not container.streams.video:
-        raise HygieError(f"{path}: has no video frames (no video stream, or an empty one). Pass a video (mp4, mov, mkv, webm).")
+        raise HygieError(
+            f"{path}: has no video frames (no video stream, or an empty one). Pass a video (mp4, mov, mkv, webm)."
+        )
     return container.streams.video[0]
 
 
@@ -170,7 +173,9 @@ class VideoWriter:
     def write(self, rgb: np.ndarray) -> None:
         """Encode one RGB frame [H, W, 3] uint8, then the audio up to its end time."""
         # OpenCV's RGB -> I420 (BT.601, limited range, as swscale) is several times faster than PyAV's reformat
-        frame = av.VideoFrame.from_ndarray(cv2.cvtColor(np.ascontiguousarray(rgb), cv2.COLOR_RGB2YUV_I420), format="yuv420p")
+        frame = av.VideoFrame.from_ndarray(
+            cv2.cvtColor(np.ascontiguousarray(rgb), cv2.COLOR_RGB2YUV_I420), format="yuv420p"
+        )
         frame.pts = self.n
         self.container.mux(self.video.encode(frame))
         self.n += 1

@@ -1,4 +1,5 @@
 """Plumbing shared by the stage scripts: params by dotted name, and HygieErrors as one clear line."""
+
 from __future__ import annotations
 
 import sys

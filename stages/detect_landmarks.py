@@ -1,4 +1,5 @@
 """Stage detect_landmarks: FaceMesh landmarks for every frame at video.fps, plus a per-frame table and face rate."""
+
 import argparse
 import json
 from pathlib import Path

@@ -1,4 +1,5 @@
 """Stage extract_audio: any audio or video file -> 16-bit mono WAV at extract_audio.SR."""
+
 import argparse
 
 from common import load_params, run

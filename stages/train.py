@@ -1,33 +1,59 @@
 """Stage train: learn the person's mouth from the prepared training clip -> models/best.pt, models/last.pt."""
+
 import argparse
 
 from common import load_params, run
 
-from hygie_lib.train import DataInfo, TrainConfig, fit
+from hygie_lib.train import TrainConfig, fit
 
 
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__)
     ap.add_argument("crops", help="crops.npz of the training clip")
-    ap.add_argument("mel", help="mel.npy of the training clip")
+    ap.add_argument("mel", help="mel.npz of the training clip")
     ap.add_argument("models_dir", help="gets best.pt (lowest validation loss) and last.pt (to resume)")
     ap.add_argument("live_dir", help="dvclive folder: per-epoch metrics, plots and preview images")
     args = ap.parse_args()
     p = load_params(
-        "video.fps", "extract_audio.SR", "build_crops.IMG_SIZE", "build_crops.MOUTH_PAD",
-        "compute_mel.N_FFT", "compute_mel.N_MELS", "compute_mel.MEL_PER_FRAME", "compute_mel.MEL_WIN",
-        "train.TRAIN_SPLIT", "train.epochs", "train.batch_size", "train.lr", "train.widths", "train.emb",
-        "train.reference", "train.w_in", "train.w_temporal", "train.w_ssim", "train.augment", "train.seed", "train.resume",
+        "train.MEL_WIN",
+        "train.TRAIN_SPLIT",
+        "train.epochs",
+        "train.batch_size",
+        "train.lr",
+        "train.widths",
+        "train.emb",
+        "train.reference",
+        "train.w_in",
+        "train.w_temporal",
+        "train.w_ssim",
+        "train.augment",
+        "train.seed",
+        "train.resume",
     )
     from dvclive import Live
 
-    cfg = TrainConfig(epochs=p.epochs, batch_size=p.batch_size, lr=p.lr, w_in=p.w_in, w_temporal=p.w_temporal, w_ssim=p.w_ssim,
-                      augment=p.augment, train_split=p.TRAIN_SPLIT, seed=p.seed)
-    info = DataInfo(img_size=p.IMG_SIZE, mouth_pad=p.MOUTH_PAD, fps=p.fps, sr=p.SR, n_fft=p.N_FFT, n_mels=p.N_MELS,
-                    mel_per_frame=p.MEL_PER_FRAME, mel_win=p.MEL_WIN)
+    cfg = TrainConfig(
+        mel_win=p.MEL_WIN,
+        epochs=p.epochs,
+        batch_size=p.batch_size,
+        lr=p.lr,
+        w_in=p.w_in,
+        w_temporal=p.w_temporal,
+        w_ssim=p.w_ssim,
+        augment=p.augment,
+        train_split=p.TRAIN_SPLIT,
+        seed=p.seed,
+    )
     with Live(args.live_dir, dvcyaml=None, save_dvc_exp=False, resume=p.resume) as live:
-        summary = fit(args.crops, args.mel, model_kwargs={"widths": p.widths, "emb": p.emb, "reference": p.reference},
-                      cfg=cfg, data_info=info, models_dir=args.models_dir, live=live, resume=p.resume)
+        summary = fit(
+            args.crops,
+            args.mel,
+            model_kwargs={"widths": p.widths, "emb": p.emb, "reference": p.reference},
+            cfg=cfg,
+            models_dir=args.models_dir,
+            live=live,
+            resume=p.resume,
+        )
     print(f"best validation loss {summary['best_val_loss']:.4f}")
 
 

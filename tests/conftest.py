@@ -1,4 +1,5 @@
 """Shared test helpers: small media files made on the fly, and running stage scripts as DVC would."""
+
 from __future__ import annotations
 
 import struct
@@ -30,7 +31,9 @@ def write_audio(path: Path, y: np.ndarray, sr: int, codec: str, channels: int = 
     return path
 
 
-def write_video(path: Path, frames: list[np.ndarray], fps: float, codec: str = "libx264", pix_fmt: str = "yuv420p") -> Path:
+def write_video(
+    path: Path, frames: list[np.ndarray], fps: float, codec: str = "libx264", pix_fmt: str = "yuv420p"
+) -> Path:
     """Encode RGB frames with any PyAV video codec (e.g. ffv1 for odd sizes or lossless)."""
     h, w = frames[0].shape[:2]
     with av.open(str(path), "w") as c:

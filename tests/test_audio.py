@@ -2,7 +2,7 @@ import numpy as np
 import pytest
 from conftest import write_audio, write_video
 
-from hygie_lib.audio import load_audio, log_mel, mel_window, read_wav, write_wav
+from hygie_lib.audio import Mel, load_audio, log_mel, mel_windows, read_wav, write_wav
 from hygie_lib.io import HygieError
 
 SR = 16000
@@ -18,8 +18,15 @@ def peak_hz(y: np.ndarray, sr: int) -> float:
 
 @pytest.mark.parametrize(
     "name,codec,channels",
-    [("a.wav", "pcm_s16le", 2), ("a.mp3", "libmp3lame", 1), ("a.m4a", "aac", 2), ("a.flac", "flac", 1),
-     ("a.webm", "libopus", 2), ("a.mkv", "flac", 1), ("a.mov", "aac", 1)],
+    [
+        ("a.wav", "pcm_s16le", 2),
+        ("a.mp3", "libmp3lame", 1),
+        ("a.m4a", "aac", 2),
+        ("a.flac", "flac", 1),
+        ("a.webm", "libopus", 2),
+        ("a.mkv", "flac", 1),
+        ("a.mov", "aac", 1),
+    ],
 )
 def test_load_audio_any_container_to_16k_mono(tmp_path, name, codec, channels):
     src_sr = 48000
@@ -66,20 +73,42 @@ def test_mel_window_of_frame_t_is_centred_on_time_t(fps):
     mel = log_mel(y, SR, fps=fps, n_mels=40, per_frame=per_frame, n_fft=512)
     assert mel.shape == (40, int(np.ceil(seconds * fps - 1e-6)) * per_frame)
     for t in click_frames:
-        energy = mel_window(mel, t, per_frame=per_frame, win=win).max(0)
+        energy = mel_windows(mel, t, per_frame=per_frame, win=win).max(0)
         assert int(np.argmax(energy)) == win // 2
-        later = mel_window(mel, t - 1, per_frame=per_frame, win=win).max(0)  # frame t-1 hears it 1 frame later
+        later = mel_windows(mel, t - 1, per_frame=per_frame, win=win).max(0)  # frame t-1 hears it 1 frame later
         assert int(np.argmax(later)) == win // 2 + per_frame
 
 
-def test_mel_window_pads_edges_with_edge_columns():
+def test_mel_windows_pad_edges_with_edge_columns():
     mel = np.arange(3 * 20, dtype=np.float32).reshape(3, 20)
-    w0 = mel_window(mel, 0, per_frame=4, win=8)
+    w0 = mel_windows(mel, 0, per_frame=4, win=8)
     assert w0.shape == (3, 8)
     np.testing.assert_array_equal(w0[:, :4], np.repeat(mel[:, :1], 4, 1))
     np.testing.assert_array_equal(w0[:, 4:], mel[:, :4])
-    w_end = mel_window(mel, 5, per_frame=4, win=8)
+    w_end = mel_windows(mel, 5, per_frame=4, win=8)
     np.testing.assert_array_equal(w_end[:, 4:], np.repeat(mel[:, -1:], 4, 1))
+
+
+def test_mel_windows_of_many_frames_match_one_by_one():
+    mel = np.random.default_rng(0).normal(size=(8, 100)).astype(np.float32)
+    frames = np.array([[0, 1], [12, 13], [23, 24]])
+    w = mel_windows(mel, frames, per_frame=4, win=16)
+    assert w.shape == (3, 2, 8, 16)
+    for i, j in np.ndindex(3, 2):
+        np.testing.assert_array_equal(w[i, j], mel_windows(mel, frames[i, j], per_frame=4, win=16))
+        np.testing.assert_array_equal(w[i, j, :, 8], mel[:, frames[i, j] * 4])  # the centre column is the frame's own
+
+
+def test_mel_file_keeps_its_settings(tmp_path):
+    mel = Mel.of(tone(1.0, SR), SR, fps=30.0, n_mels=20, per_frame=2, n_fft=256)
+    assert (mel.n_mels, mel.n_frames) == (20, 30)
+    mel.save(tmp_path / "mel.npz")
+    back = Mel.load(tmp_path / "mel.npz")
+    assert (back.sr, back.n_fft, back.fps, back.per_frame) == (SR, 256, 30.0, 2)
+    np.testing.assert_array_equal(back.mel, mel.mel)
+    (tmp_path / "old.npz").write_bytes(b"junk")
+    with pytest.raises(HygieError, match=r"old\.npz: not a mel file made by compute_mel"):
+        Mel.load(tmp_path / "old.npz")
 
 
 def test_log_mel_refuses_audio_shorter_than_one_window():

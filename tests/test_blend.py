@@ -46,4 +46,10 @@ def test_box_partly_outside_the_frame(scene, mode):
 
 def test_unknown_mode():
     with pytest.raises(ValueError, match="blend mode"):
-        paste_mouth(np.zeros((10, 10, 3), np.uint8), np.zeros((8, 8, 3), np.uint8), np.array([5.0, 5, 8]), mouth_mask(8), mode="x")
+        paste_mouth(
+            np.zeros((10, 10, 3), np.uint8),
+            np.zeros((8, 8, 3), np.uint8),
+            np.array([5.0, 5, 8]),
+            mouth_mask(8),
+            mode="x",
+        )

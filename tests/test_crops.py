@@ -2,7 +2,7 @@ import numpy as np
 import pytest
 from conftest import write_video
 
-from hygie_lib.crops import build_crops, crop, crop_matrix, mouth_boxes, mouth_mask, smooth_boxes
+from hygie_lib.crops import Crops, build_crops, crop, crop_matrix, mouth_boxes, mouth_mask, smooth_boxes
 from hygie_lib.io import HygieError
 from hygie_lib.landmarks import LIPS
 
@@ -85,7 +85,27 @@ def test_build_crops_keeps_every_frame(tmp_path, face_image, face_landmarks):
     lm = np.stack([face_landmarks + np.array([2 * i, 0, 0], np.float32) for i in range(6)])
     lm[2] = np.nan  # a frame without a face keeps its place, with a held box
     out = build_crops(path, lm, 25, size=64, pad=0.5, alpha=0.0, progress=False)
-    assert out["crops"].shape == (6, 64, 64, 3) and out["crops"].dtype == np.uint8
-    assert list(out["face"]) == [True, True, False, True, True, True]
-    np.testing.assert_allclose(out["boxes"][2], out["boxes"][1])
-    assert np.abs(out["crops"][0].astype(int) - out["crops"][5]).mean() < 12  # box follows the face
+    assert out.crops.shape == (6, 64, 64, 3) and out.crops.dtype == np.uint8 and out.size == 64
+    assert list(out.face) == [True, True, False, True, True, True]
+    np.testing.assert_allclose(out.boxes[2], out.boxes[1])
+    assert np.abs(out.crops[0].astype(int) - out.crops[5]).mean() < 12  # box follows the face
+    np.testing.assert_array_equal(out.mask, mouth_mask(64))
+
+
+def test_crops_file_records_how_and_from_what_it_was_made(tmp_path, face_image, face_landmarks):
+    path = write_video(tmp_path / "v.mp4", [face_image] * 3, 25)
+    made = build_crops(path, np.stack([face_landmarks] * 3), 25, size=32, pad=0.6, alpha=0.5, progress=False)
+    made.save(tmp_path / "crops.npz")
+    back = Crops.load(tmp_path / "crops.npz")
+    assert (back.size, back.pad, back.alpha, back.fps) == (32, 0.6, 0.5, 25.0)
+    np.testing.assert_array_equal(back.crops, made.crops)
+    assert back.fits(size=32, pad=0.6, fps=25.0, mask=mouth_mask(32))
+    assert not back.fits(size=32, pad=0.5, fps=25.0, mask=mouth_mask(32))
+    assert not back.fits(size=32, pad=0.6, fps=30.0, mask=mouth_mask(32))
+    assert not back.fits(size=32, pad=0.6, fps=25.0, mask=1 - mouth_mask(32))
+    assert back.made_from(path)
+    other = write_video(tmp_path / "w.mp4", [np.roll(face_image, 5, axis=0)] * 3, 25)  # same frame count, other content
+    assert not back.made_from(other)
+    (tmp_path / "junk.npz").write_bytes(b"junk")
+    with pytest.raises(HygieError, match=r"junk\.npz: not a crops file made by build_crops"):
+        Crops.load(tmp_path / "junk.npz")

@@ -1,7 +1,7 @@
 import numpy as np
 import pytest
 
-from hygie_lib.evaluate import MAX_LAG, lag_correlation, lip_distance, sync
+from hygie_lib.metrics import MAX_LAG, lag_correlation, lip_distance, sync
 
 
 def test_sync_finds_the_lag_between_two_signals():

@@ -40,7 +40,8 @@ def test_face_rate_check(tmp_path):
 
 
 def test_mouth_aperture_grows_when_the_lower_lip_drops(face_landmarks):
-    from hygie_lib.landmarks import LIP_LOOPS, mouth_aperture
+    from hygie_lib.landmarks import LIP_LOOPS
+    from hygie_lib.metrics import mouth_aperture
 
     assert [len(loop) for loop in LIP_LOOPS] == [20, 20]
     from hygie_lib.landmarks import eye_centres

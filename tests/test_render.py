@@ -1,5 +1,8 @@
 """Render: ping-pong looping, untouched pixels, muxed audio, ONNX = torch, and every bad input."""
+
 from __future__ import annotations
+
+from dataclasses import replace
 
 import av
 import numpy as np
@@ -9,24 +12,38 @@ from conftest import write_audio, write_video
 
 from hygie_lib.audio import load_audio
 from hygie_lib.blend import _roi
+from hygie_lib.checkpoint import DataInfo, save_checkpoint
 from hygie_lib.cli import main as hygie
+from hygie_lib.crops import Crops, mouth_mask
+from hygie_lib.inference import MouthModel
 from hygie_lib.io import HygieError
-from hygie_lib.model import HygieUNetLite, config_dict
-from hygie_lib.render import AUDIO_SR, METADATA, Template, audio_features, pingpong_frames, pingpong_index, prepare_template, reference_indices, render, render_frames
-from hygie_lib.runtime import MouthModel
+from hygie_lib.model import HygieUNetLite
+from hygie_lib.render import (
+    AUDIO_SR,
+    METADATA,
+    audio_features,
+    pingpong_frames,
+    pingpong_index,
+    prepare_template,
+    reference_indices,
+    render,
+    render_frames,
+)
 from hygie_lib.video import iter_frames, probe_video
 
-DATA = {"img_size": 32, "mouth_pad": 0.5, "fps": 25.0, "sr": 16000, "n_fft": 512, "n_mels": 80, "mel_per_frame": 4, "mel_win": 16}
+DATA = DataInfo(
+    img_size=32, mouth_pad=0.5, ema_alpha=0.7, fps=25.0, sr=16000, n_fft=512, n_mels=80, mel_per_frame=4, mel_win=16
+)
 
 
 def save_model(path, img_size=32, seed=0):
     """An untrained tiny checkpoint whose mouth output still depends on the audio (FiLM and head randomised)."""
     torch.manual_seed(seed)
-    model = HygieUNetLite(img_size=img_size, widths=(8, 16), emb=16)
+    model = HygieUNetLite(mask=mouth_mask(img_size), widths=(8, 16), emb=16)
     with torch.no_grad():
         for p in model.parameters():
             p.add_(0.05 * torch.randn_like(p))
-    torch.save({"config": config_dict(model), "state_dict": model.state_dict(), "data": {**DATA, "img_size": img_size}}, path)
+    save_checkpoint(path, model, replace(DATA, img_size=img_size))
     return path
 
 
@@ -37,9 +54,14 @@ def demo(tmp_path_factory):
 
     d = tmp_path_factory.mktemp("render")
     paths = make_demo_data(d / "raw", seed=3, train_seconds=1, template_seconds=2, audio_seconds=3, progress=False)
-    template = prepare_template(paths["template"], fps=25, size=32, pad=0.5, alpha=0.7, min_confidence=0.5)
-    return {"dir": d, "template_video": paths["template"], "audio": paths["new_audio"], "template": template,
-            "model": save_model(d / "model.pt")}
+    template = prepare_template(paths["template"], DATA)
+    return {
+        "dir": d,
+        "template_video": paths["template"],
+        "audio": paths["new_audio"],
+        "template": template,
+        "model": save_model(d / "model.pt"),
+    }
 
 
 def test_pingpong_order():
@@ -58,14 +80,15 @@ def test_pingpong_frames_replay_the_decoded_frames(tmp_path):
 
 
 def test_output_frames_change_only_the_mouth_and_skip_faceless_frames(demo):
-    tpl: Template = demo["template"]
-    tpl = Template(tpl.crops, tpl.boxes, tpl.face.copy(), tpl.mask, tpl.pad)
-    tpl.face[10:14] = False  # as if no face had been found there
+    tpl: Crops = demo["template"]
+    face = tpl.face.copy()
+    face[10:14] = False  # as if no face had been found there
+    tpl = replace(tpl, face=face)
     model = MouthModel(demo["model"], "torch")
     mel, _ = audio_features(demo["audio"], model.data)
     n_template = len(tpl.crops)
-    out = list(render_frames(model, tpl, demo["template_video"], mel, fps=25, blend="poisson", batch=16))
-    assert len(out) == mel.shape[1] // 4 == 75 > n_template  # the audio's length, template looped
+    out = list(render_frames(model, tpl, demo["template_video"], mel, blend="poisson", batch=16))
+    assert len(out) == mel.n_frames == 75 > n_template  # the audio's length, template looped
     source = list(iter_frames(demo["template_video"], 25))
     changed = 0
     for k, frame in enumerate(out):
@@ -83,8 +106,26 @@ def test_output_frames_change_only_the_mouth_and_skip_faceless_frames(demo):
 
 def test_render_command_writes_a_tagged_mp4_with_the_new_audio(demo, tmp_path):
     out = tmp_path / "out.mp4"
-    assert hygie(["render", "--model", str(demo["model"]), "--template", str(demo["template_video"]),
-                  "--audio", str(demo["audio"]), "--out", str(out), "--backend", "onnx", "--blend", "feather"]) == 0
+    assert (
+        hygie(
+            [
+                "render",
+                "--model",
+                str(demo["model"]),
+                "--template",
+                str(demo["template_video"]),
+                "--audio",
+                str(demo["audio"]),
+                "--out",
+                str(out),
+                "--backend",
+                "onnx",
+                "--blend",
+                "feather",
+            ]
+        )
+        == 0
+    )
     info, src = probe_video(out), probe_video(demo["template_video"])
     assert (info.width, info.height, info.fps) == (src.width, src.height, 25)
     assert sum(1 for _ in iter_frames(out, 25)) == 75
@@ -97,20 +138,27 @@ def test_render_command_writes_a_tagged_mp4_with_the_new_audio(demo, tmp_path):
     assert np.corrcoef(y[:n], ref[:n])[0, 1] > 0.9  # the new audio, in sync
 
 
+def generate_inputs(seed: int = 0):
+    rng = np.random.default_rng(seed)
+    crops, refs = rng.integers(0, 256, (2, 3, 32, 32, 3), dtype=np.uint8)
+    return crops, refs, rng.normal(-4, 2, (3, 80, 16)).astype(np.float32)
+
+
 def test_onnx_matches_torch(demo):
     torch_model, onnx_model = MouthModel(demo["model"], "torch"), MouthModel(demo["model"], "onnx")
-    rng = np.random.default_rng(0)
-    masked, ref = rng.random((3, 3, 32, 32), np.float32), rng.random((3, 3, 32, 32), np.float32)
-    mel = rng.normal(-4, 2, (3, 1, 80, 16)).astype(np.float32)
-    a, b = torch_model(masked, mel, ref), onnx_model(masked, mel, ref)
-    assert a.shape == (3, 3, 32, 32) and np.abs(a - b).max() < 1e-4
+    a, b = torch_model.generate(*generate_inputs()), onnx_model.generate(*generate_inputs())
+    assert a.shape == (3, 32, 32, 3) and a.dtype == np.uint8 and np.abs(a.astype(int) - b).max() <= 1
+    np.testing.assert_array_equal(onnx_model.mask, torch_model.mask)
 
 
 def test_exported_onnx_file_renders_like_the_checkpoint(demo, tmp_path):
     onnx = tmp_path / "m.onnx"
     assert hygie(["export-onnx", "--model", str(demo["model"]), "--out", str(onnx)]) == 0
-    model = MouthModel(onnx)
-    assert model.data == DATA and model.reference
+    exported, checkpoint = MouthModel(onnx), MouthModel(demo["model"], "torch")
+    assert exported.data == DATA and exported.reference
+    np.testing.assert_array_equal(exported.mask, mouth_mask(32))
+    a, b = exported.generate(*generate_inputs(1)), checkpoint.generate(*generate_inputs(1))
+    assert np.abs(a.astype(int) - b).max() <= 1 and np.abs(a.astype(int) - generate_inputs(1)[0]).mean() > 1
 
 
 def bad_render(demo, tmp_path, capsys, **override):
@@ -126,14 +174,18 @@ def test_missing_and_corrupt_models(demo, tmp_path, capsys):
     (tmp_path / "bad.pt").write_bytes(b"junk")
     assert "bad.pt: not a readable HygieSync model" in bad_render(demo, tmp_path, capsys, model=tmp_path / "bad.pt")
     (tmp_path / "bad.onnx").write_bytes(b"junk")
-    assert "bad.onnx: not a readable HygieSync ONNX model" in bad_render(demo, tmp_path, capsys, model=tmp_path / "bad.onnx")
+    assert "bad.onnx: not a readable HygieSync ONNX model" in bad_render(
+        demo, tmp_path, capsys, model=tmp_path / "bad.onnx"
+    )
 
 
 def test_model_trained_on_other_crops_than_the_templates(demo, tmp_path):
     model = MouthModel(save_model(tmp_path / "m48.pt", img_size=48), "torch")
     mel, audio = audio_features(demo["audio"], model.data)
-    with pytest.raises(HygieError, match="its crops are 32px with MOUTH_PAD 0.5 but the model was trained on 48px"):
-        render(model, demo["template"], demo["template_video"], mel, audio, tmp_path / "o.mp4", fps=25, progress=False)
+    with pytest.raises(
+        HygieError, match="its crops are 32px with MOUTH_PAD 0.5 at 25.0 fps but the model was trained on 48px"
+    ):
+        render(model, demo["template"], demo["template_video"], mel, audio, tmp_path / "o.mp4", progress=False)
     assert not list(tmp_path.glob("*.mp4")) and not list(tmp_path.glob(".o*"))
 
 

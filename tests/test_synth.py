@@ -1,4 +1,5 @@
 """Tests for the synthetic talking speaker (hygie_lib.synth): determinism, truth vs audio, face vs truth, files."""
+
 from __future__ import annotations
 
 import math
@@ -124,7 +125,9 @@ def test_face_mesh_sees_the_mouth_follow_openness(mesh):
         eye_distance = np.linalg.norm(lm[np.concatenate(eyes[0])].mean(0) - lm[np.concatenate(eyes[1])].mean(0))
         gaps.append(np.linalg.norm(lm[upper[len(upper) // 2]] - lm[lower[len(lower) // 2]]) / eye_distance)
         widths.append(np.linalg.norm(lm[upper[0]] - lm[upper[-1]]) / eye_distance)
-        eye_open.append(np.mean([np.linalg.norm(lm[u[len(u) // 2]] - lm[d[len(d) // 2]]) for u, d in eyes]) / eye_distance)
+        eye_open.append(
+            np.mean([np.linalg.norm(lm[u[len(u) // 2]] - lm[d[len(d) // 2]]) for u, d in eyes]) / eye_distance
+        )
     gaps, eye_open = np.array(gaps), np.array(eye_open)
     assert np.corrcoef(openness, gaps)[0, 1] > 0.9
     assert gaps[openness < 0.05].max() < 0.05  # closed reads as closed
@@ -182,6 +185,10 @@ def test_train_video_frame_t_shows_truth_t(demo):
     x0, y0, x1, y1 = (int(v) for v in synth._rig().core_box)
     darkness = np.array([255.0 - f[y0:y1, x0:x1].mean() for f in iter_frames(demo["train_video"], FPS)])
     assert len(darkness) == len(openness)
-    corr = {lag: np.corrcoef(darkness[max(lag, 0) : len(darkness) + min(lag, 0)],
-                             openness[max(-lag, 0) : len(openness) + min(-lag, 0)])[0, 1] for lag in (-1, 0, 1)}
+    corr = {
+        lag: np.corrcoef(
+            darkness[max(lag, 0) : len(darkness) + min(lag, 0)], openness[max(-lag, 0) : len(openness) + min(-lag, 0)]
+        )[0, 1]
+        for lag in (-1, 0, 1)
+    }
     assert corr[0] > 0.8 and corr[0] > corr[-1] and corr[0] > corr[1], corr

@@ -4,31 +4,40 @@ import numpy as np
 import pytest
 import torch
 
-from hygie_lib.audio import mel_window
-from hygie_lib.dataset import CLIP, MouthBatches, mel_windows, pick_references, time_split
+from hygie_lib.audio import Mel, mel_windows
+from hygie_lib.checkpoint import load_checkpoint
+from hygie_lib.crops import Crops
+from hygie_lib.dataset import MouthBatches
 from hygie_lib.io import HygieError
-from hygie_lib.train import DataInfo, TrainConfig, fit, load_checkpoint, psnr, ssim, temporal_l1, weighted_l1
+from hygie_lib.metrics import psnr, ssim
+from hygie_lib.split import CLIP, audio_span, pick_references, reference_gap, time_split
+from hygie_lib.train import TrainConfig, fit, temporal_l1, weighted_l1
 
 
 def test_time_split_blocks_gap_and_missing_faces():
     face = np.ones(200, bool)
-    face[[10, 150]] = False
-    train, val = time_split(face, train_split=0.8, gap=16)
+    face[[10, 150, 190]] = False
+    split = time_split(face, train_split=0.8, gap=16)
+    train, val = split.train, split.val
     assert train.max() + CLIP - 1 < 160 and val.min() >= 176  # contiguous blocks, gap of 16 frames
     assert np.abs(val[:, None] - (train[:, None] + np.arange(CLIP)).ravel()[None]).min() >= 16
     for starts in (train, val):  # no clip touches a frame without a face
         assert face[starts[:, None] + np.arange(CLIP)].all()
     assert 9 not in train and 10 not in train and 11 in train
-    assert len(train) == (160 - CLIP + 1) - 2 * CLIP and len(val) == 200 - 176 - CLIP + 1  # frames 10, 150 drop 2 clips each
+    assert len(train) == (160 - CLIP + 1) - 2 * CLIP and len(val) == 200 - 176 - CLIP + 1 - CLIP
+    assert list(split.val_frames) == [f for f in range(176, 200) if f != 190]  # every face frame of the block
+    assert list(split.train_frames) == [f for f in range(160) if f not in (10, 150)]
 
 
-def test_mel_windows_match_the_single_frame_helper():
-    mel = np.random.default_rng(0).normal(size=(8, 100)).astype(np.float32)
-    frames = np.array([[0, 1], [12, 13], [24, 25]])
-    w = mel_windows(mel, frames, per_frame=4, win=16)
-    assert w.shape == (3, 2, 8, 16)
-    for i, j in np.ndindex(3, 2):
-        np.testing.assert_array_equal(w[i, j], mel_window(mel, frames[i, j], per_frame=4, win=16))
+def test_the_gap_is_counted_in_frames_of_audio():
+    """A frame hears MEL_WIN mel columns; frames audio_span apart share none: nothing validated was trained on."""
+    per_frame, win = 4, 16
+    span = audio_span(win, per_frame)
+    assert span == 4 and audio_span(18, 4) == 5 and reference_gap(win, per_frame) == span + CLIP
+    cols = lambda t: set(range(t * per_frame - win // 2, t * per_frame + win // 2))  # noqa: E731
+    assert not cols(100) & cols(100 + span) and cols(100) & cols(100 + span - 1)
+    split = time_split(np.ones(100, bool), train_split=0.5, gap=span)
+    assert split.val_frames[0] - (split.train[-1] + CLIP - 1) > span
 
 
 def test_references_are_never_the_target_or_its_neighbours():
@@ -44,14 +53,15 @@ def test_batch_holds_consecutive_frames_masked_and_the_right_audio():
     n, s = 60, 16
     crops = np.random.default_rng(1).integers(0, 255, (n, s, s, 3), dtype=np.uint8)
     mel = np.random.default_rng(2).normal(size=(8, n * 4)).astype(np.float32)
-    mask = np.zeros((s, s), np.uint8)
-    mask[8:, 4:12] = 1
-    data = MouthBatches(crops, mel, mask, per_frame=4, mel_win=8, ref_pool=np.arange(n))
+    data = MouthBatches(crops, mel, per_frame=4, mel_win=8, ref_pool=np.arange(n), ref_gap=5)
     b = data.batch(np.array([5, 30]), np.random.default_rng(3), augment=False)
-    assert b["target"].shape == (2, CLIP, 3, s, s) and b["mel"].shape == (2, CLIP, 1, 8, 8)
+    assert (
+        b["target"].shape == (2, CLIP, 3, s, s)
+        and b["mel"].shape == (2, CLIP, 1, 8, 8)
+        and b["ref"].shape == (2, 3, s, s)
+    )
     np.testing.assert_allclose(b["target"][0, 1].permute(1, 2, 0).numpy() * 255, crops[6], atol=1e-3)
-    assert b["masked"][:, :, :, 8:, 4:12].abs().max() == 0 and b["masked"][:, :, :, :8].abs().max() > 0
-    np.testing.assert_array_equal(b["mel"][1, 1, 0].numpy(), mel_window(mel, 31, per_frame=4, win=8))
+    np.testing.assert_array_equal(b["mel"][1, 1, 0].numpy(), mel_windows(mel, 31, per_frame=4, win=8))
     aug = data.batch(np.array([5, 30]), np.random.default_rng(3), augment=True)
     np.testing.assert_array_equal(aug["mel"], b["mel"])  # augmentation never touches the audio
 
@@ -62,7 +72,9 @@ def test_losses():
     mask[..., 4:, :] = 1
     off = target.clone()
     off[..., 4:, :] += 0.1  # wrong inside the mask only
-    assert float(weighted_l1(off, target, mask, 8.0)) == pytest.approx(8 * float(weighted_l1(off, target, mask, 1.0)), rel=1e-5)
+    assert float(weighted_l1(off, target, mask, 8.0)) == pytest.approx(
+        8 * float(weighted_l1(off, target, mask, 1.0)), rel=1e-5
+    )
     assert float(temporal_l1(target + 0.2, target, mask)) == pytest.approx(0.0, abs=1e-6)  # same changes: no penalty
     assert float(temporal_l1(target.flip(1), target, mask)) > 0.05
 
@@ -97,8 +109,8 @@ def tiny_clip(tmp_path_factory):
     mask = np.zeros((s, s), np.uint8)
     mask[14:30, 4:28] = 1
     mel = np.repeat(np.where(loud > 0, 0.0, -8.0)[None].repeat(4, axis=1), 16, axis=0).astype(np.float32)
-    np.savez(d / "crops.npz", crops=crops, mask=mask, face=np.ones(n, bool), boxes=np.zeros((n, 3), np.float32))
-    np.save(d / "mel.npy", mel)
+    Crops(crops, np.zeros((n, 3), np.float32), np.ones(n, bool), mask, 0.5, 0.7, 25.0, "").save(d / "crops.npz")
+    Mel(mel, 16000, 512, 25.0, 4).save(d / "mel.npz")
     return d
 
 
@@ -117,11 +129,28 @@ class FakeLive:
 
 
 def run_fit(clip, out, epochs, resume=False, seed=0):
-    cfg = TrainConfig(epochs=epochs, batch_size=8, lr=3e-3, w_in=8.0, w_temporal=1.0, w_ssim=0.0, augment=True, train_split=0.75, seed=seed)
-    info = DataInfo(img_size=32, mouth_pad=0.5, fps=25.0, sr=16000, n_fft=512, n_mels=16, mel_per_frame=4, mel_win=8)
+    cfg = TrainConfig(
+        mel_win=8,
+        epochs=epochs,
+        batch_size=8,
+        lr=3e-3,
+        w_in=8.0,
+        w_temporal=1.0,
+        w_ssim=0.0,
+        augment=True,
+        train_split=0.75,
+        seed=seed,
+    )
     live = FakeLive()
-    summary = fit(clip / "crops.npz", clip / "mel.npy", model_kwargs={"widths": [8, 16, 16], "emb": 16, "reference": True},
-                  cfg=cfg, data_info=info, models_dir=out, live=live, resume=resume)
+    summary = fit(
+        clip / "crops.npz",
+        clip / "mel.npz",
+        model_kwargs={"widths": [8, 16, 16], "emb": 16, "reference": True},
+        cfg=cfg,
+        models_dir=out,
+        live=live,
+        resume=resume,
+    )
     return summary, live
 
 
@@ -133,13 +162,18 @@ def test_fit_learns_checkpoints_and_resumes(tiny_clip, tmp_path):
     assert len(ssims) == 3 and 0.0 < ssims[0] < 1.0
     assert summary["best_val_loss"] == pytest.approx(min(losses))
     assert len(live.images) == 3 and live.images[0][1][2] == 3
-    _, ckpt = load_checkpoint(tmp_path / "best.pt")
-    assert ckpt["data"]["img_size"] == 32 and ckpt["epoch"] == int(np.argmin(losses)) + 1
-    _, last = load_checkpoint(tmp_path / "last.pt")
-    assert last["epoch"] == 3
+    _, data, ckpt = load_checkpoint(tmp_path / "best.pt")
+    assert (data.img_size, data.mel_win, data.n_mels, data.ema_alpha) == (
+        32,
+        8,
+        16,
+        0.7,
+    )  # read from the prepared files
+    assert ckpt["train"]["epoch"] == int(np.argmin(losses)) + 1
+    assert load_checkpoint(tmp_path / "last.pt")[2]["train"]["epoch"] == 3
     summary2, live2 = run_fit(tiny_clip, tmp_path, epochs=5, resume=True)
     assert [s for s, name, _ in live2.metrics if name == "val/loss"] == [0, 1]  # epochs 4 and 5 only
-    assert load_checkpoint(tmp_path / "last.pt")[1]["epoch"] == 5
+    assert load_checkpoint(tmp_path / "last.pt")[2]["train"]["epoch"] == 5
     json.dumps(summary2)  # plain numbers, ready for dvclive's summary
 
 

@@ -1,0 +1,87 @@
+"""Model checkpoints: the weights, the model's config and the one record of how its inputs were made (`DataInfo`).
+
+A checkpoint is plain data (dicts, lists, numbers, tensors), so it loads with torch.load(weights_only=True):
+    {"config": model.config, "data": asdict(DataInfo), "state_dict": ..., "train": {...}}
+`train` holds what resuming needs (optimizer, scheduler, epoch, RNG states, run identity); inference ignores it.
+"""
+
+from __future__ import annotations
+
+import os
+from dataclasses import asdict, dataclass, fields
+from pathlib import Path
+
+import torch
+
+from hygie_lib.audio import Mel
+from hygie_lib.crops import Crops
+from hygie_lib.io import HygieError, atomic_path
+from hygie_lib.model import HygieUNetLite
+
+
+@dataclass(frozen=True)
+class DataInfo:
+    """How a model's training crops and mel were made, read from the prepared files themselves; render must match it."""
+
+    img_size: int
+    mouth_pad: float
+    ema_alpha: float
+    fps: float
+    sr: int
+    n_fft: int
+    n_mels: int
+    mel_per_frame: int
+    mel_win: int  # mel columns the model hears per frame (a train param: how the model reads the mel)
+
+    @classmethod
+    def of(cls, crops: Crops, mel: Mel, *, mel_win: int) -> DataInfo:
+        """The record of a training clip's prepared crops and mel; a HygieError when they disagree on the frame rate."""
+        if abs(crops.fps - mel.fps) > 1e-6:
+            raise HygieError(f"the crops were made at {crops.fps} fps and the mel at {mel.fps} fps; rerun `dvc repro`.")
+        return cls(
+            img_size=crops.size,
+            mouth_pad=crops.pad,
+            ema_alpha=crops.alpha,
+            fps=crops.fps,
+            sr=mel.sr,
+            n_fft=mel.n_fft,
+            n_mels=mel.n_mels,
+            mel_per_frame=mel.per_frame,
+            mel_win=mel_win,
+        )
+
+    @classmethod
+    def from_dict(cls, d: dict) -> DataInfo:
+        """From a checkpoint's or an ONNX file's `data` entry."""
+        return cls(**{f.name: d[f.name] for f in fields(cls)})
+
+
+def build_model(config: dict, data: DataInfo) -> HygieUNetLite:
+    """An untrained model of `config` (widths, emb, reference) for inputs made as `data` says; a placeholder mask."""
+    return HygieUNetLite(
+        mask=torch.zeros(data.img_size, data.img_size), n_mels=data.n_mels, mel_win=data.mel_win, **config
+    )
+
+
+def save_checkpoint(path: str | os.PathLike, model: HygieUNetLite, data: DataInfo, train: dict | None = None) -> None:
+    """Write a checkpoint atomically (weights, config, data record, and optionally the training state)."""
+    state = {"config": model.config, "data": asdict(data), "state_dict": model.state_dict(), "train": train or {}}
+    with atomic_path(path) as tmp:
+        torch.save(state, tmp)
+
+
+def load_checkpoint(
+    path: str | os.PathLike, device: torch.device | str = "cpu"
+) -> tuple[HygieUNetLite, DataInfo, dict]:
+    """(model in eval mode, its DataInfo, the whole checkpoint dict); a HygieError names a missing or unusable file."""
+    path = Path(path)
+    if not path.is_file():
+        raise HygieError(f"{path}: model not found. Train one with `dvc repro train`.")
+    try:
+        ckpt = torch.load(path, map_location=device, weights_only=True)
+        data = DataInfo.from_dict(ckpt["data"])
+        model = build_model(ckpt["config"], data).to(device)
+        model.load_state_dict(ckpt["state_dict"])
+    except Exception as e:
+        raise HygieError(f"{path}: not a readable HygieSync model ({type(e).__name__}: {e}). Retrain it.") from e
+    return model.eval(), data, ckpt

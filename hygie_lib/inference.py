@@ -1,0 +1,144 @@
+"""Inference: a trained model run by PyTorch or, exported to ONNX, by ONNX Runtime, behind one `generate` call."""
+
+from __future__ import annotations
+
+import base64
+import io
+import json
+import os
+import warnings
+from dataclasses import asdict
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from hygie_lib.audio import Mel
+from hygie_lib.checkpoint import DataInfo, load_checkpoint
+from hygie_lib.crops import Crops
+from hygie_lib.io import HygieError
+from hygie_lib.model import HygieUNetLite
+
+BACKENDS = ("onnx", "torch")  # render.backend: ONNX Runtime (faster on CPU) or PyTorch
+
+
+def export_onnx(model: HygieUNetLite, data: DataInfo) -> bytes:
+    """The model as ONNX bytes (batch axis dynamic), with its config, data record and mask stored as JSON metadata."""
+    import onnx
+
+    S, dev = model.img_size, next(model.parameters()).device
+    crop = torch.zeros(1, 3, S, S, device=dev)
+    mel = torch.zeros(1, 1, model.n_mels, model.mel_win, device=dev)
+    inputs, names = ((crop, mel, crop), ["crop", "mel", "ref"]) if model.reference else ((crop, mel), ["crop", "mel"])
+    buf = io.BytesIO()
+    with (
+        warnings.catch_warnings()
+    ):  # the TorchScript exporter is deprecated in favour of dynamo, which needs onnxscript
+        warnings.simplefilter("ignore")
+        torch.onnx.export(
+            model.eval(),
+            inputs,
+            buf,
+            input_names=names,
+            output_names=["out"],
+            opset_version=17,
+            dynamo=False,
+            dynamic_axes={name: {0: "batch"} for name in [*names, "out"]},
+        )
+    proto = onnx.load_from_string(buf.getvalue())
+    mask = base64.b64encode(np.packbits(model.mask.cpu().numpy().astype(bool)).tobytes()).decode()
+    onnx.helper.set_model_props(
+        proto, {"hygiesync": json.dumps({"config": model.config, "data": asdict(data), "mask": mask})}
+    )
+    return proto.SerializeToString()
+
+
+class MouthModel:
+    """A trained mouth model for inference: `generate` turns crops, references and mel windows into new crops.
+
+    `data` says how its inputs must be made and `mask` [S, S] is the region it regenerates.
+    """
+
+    def __init__(self, path: str | os.PathLike, backend: str = "onnx", threads: int | None = None) -> None:
+        if backend not in BACKENDS:
+            raise HygieError(f"render.backend: {backend!r} is not one of {', '.join(BACKENDS)}.")
+        path = Path(path)
+        threads = threads or os.cpu_count() or 1
+        self.backend = backend
+        if path.suffix == ".onnx":
+            self.backend = "onnx"
+            self._session_from(path, path.read_bytes() if path.is_file() else None, threads)
+            return
+        model, self.data, _ = load_checkpoint(path)
+        self.config, self.mask = model.config, model.mask.numpy().astype(np.uint8)
+        if backend == "torch":
+            torch.set_num_threads(threads)
+            self._model = model
+        else:
+            self._session_from(path, export_onnx(model, self.data), threads)
+
+    def _session_from(self, path: Path, onnx_bytes: bytes | None, threads: int) -> None:
+        """Open an ONNX Runtime session and read the model's metadata; a HygieError names an unusable file."""
+        import onnxruntime as ort
+
+        if onnx_bytes is None:
+            raise HygieError(f"{path}: model not found. Export one with `hygie export-onnx`.")
+        opts = ort.SessionOptions()
+        opts.intra_op_num_threads = threads
+        opts.add_session_config_entry(
+            "session.intra_op.allow_spinning", "0"
+        )  # idle threads must not steal the encoder's CPU
+        try:
+            self._session = ort.InferenceSession(onnx_bytes, opts, providers=["CPUExecutionProvider"])
+            meta = json.loads(self._session.get_modelmeta().custom_metadata_map["hygiesync"])
+            self.config, self.data = meta["config"], DataInfo.from_dict(meta["data"])
+            S = self.data.img_size
+            bits = np.frombuffer(base64.b64decode(meta["mask"]), np.uint8)
+            self.mask = np.unpackbits(bits)[: S * S].reshape(S, S)
+        except Exception as e:
+            raise HygieError(
+                f"{path}: not a readable HygieSync ONNX model ({type(e).__name__}: {e}). Export it again."
+            ) from e
+        self._inputs = [i.name for i in self._session.get_inputs()]
+
+    def check_inputs(self, crops: Crops, video: str | os.PathLike, mel: Mel) -> None:
+        """Raise a HygieError if `crops` (of `video`) and `mel` were not made as this model's training inputs were."""
+        d = self.data
+        if not crops.fits(size=d.img_size, pad=d.mouth_pad, fps=d.fps, mask=self.mask):
+            raise HygieError(
+                f"{video}: its crops are {crops.size}px with MOUTH_PAD {crops.pad} at {crops.fps} fps "
+                f"but the model was "
+                f"trained on {d.img_size}px crops with MOUTH_PAD {d.mouth_pad} at {d.fps} fps (or another mouth mask). "
+                "Prepare it with the model's params (`dvc repro`), or retrain."
+            )
+        made = (mel.sr, mel.n_fft, mel.n_mels, mel.per_frame, mel.fps)
+        if made != (d.sr, d.n_fft, d.n_mels, d.mel_per_frame, d.fps):
+            raise HygieError(
+                f"the model hears audio at {d.sr} Hz, n_fft {d.n_fft}, {d.n_mels} mels, "
+                f"{d.mel_per_frame} columns per frame at "
+                f"{d.fps} fps, but the mel was made with {made}. Use the model's params (see params.yaml), or retrain."
+            )
+        if not crops.face.any():
+            raise HygieError(f"{video}: no face was found in any frame, so there is no mouth to re-voice.")
+
+    @property
+    def reference(self) -> bool:
+        """Whether the model takes a reference crop."""
+        return bool(self.config["reference"])
+
+    def generate(self, crops: np.ndarray, refs: np.ndarray | None, mels: np.ndarray) -> np.ndarray:
+        """Crops [B, S, S, 3] uint8, reference crops (same, or None), mel windows [B, n_mels, mel_win] -> crops."""
+        x = [_to_model(crops), mels[:, None].astype(np.float32)]
+        if self.reference:
+            x.append(_to_model(refs))
+        if self.backend == "torch":
+            with torch.inference_mode():
+                out = self._model(*map(torch.from_numpy, x)).numpy()
+        else:
+            out = self._session.run(None, dict(zip(self._inputs, x)))[0]
+        return (out.clip(0.0, 1.0).transpose(0, 2, 3, 1) * 255.0 + 0.5).astype(np.uint8)
+
+
+def _to_model(images: np.ndarray) -> np.ndarray:
+    """uint8 images [B, S, S, 3] -> float32 [B, 3, S, S] in [0, 1]."""
+    return np.ascontiguousarray(images.transpose(0, 3, 1, 2), dtype=np.float32) / np.float32(255.0)

@@ -1,0 +1,71 @@
+"""Measures shared by training and evaluation: image quality in the mouth, mouth aperture, lip distance, sync lag."""
+
+from __future__ import annotations
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+
+from hygie_lib.landmarks import LIP_LOOPS, eye_centres, face_axes
+
+MAX_LAG = 10  # frames searched either way for the sync offset
+
+
+def ssim(pred: torch.Tensor, target: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
+    """Mean SSIM inside the mask (11x11 Gaussian window, sigma 1.5, reflected borders) of images [..., 3, S, S]."""
+    x, y = pred.reshape(-1, *pred.shape[-3:]), target.reshape(-1, *target.shape[-3:])  # [N, 3, S, S]
+    g = torch.exp(-((torch.arange(11, dtype=x.dtype, device=x.device) - 5) ** 2) / (2 * 1.5**2))
+    kernel = (torch.outer(g, g) / g.sum() ** 2).expand(3, 1, 11, 11)
+
+    def blur(z: torch.Tensor) -> torch.Tensor:
+        return F.conv2d(F.pad(z, (5, 5, 5, 5), mode="reflect"), kernel, groups=3)
+
+    mx, my = blur(x), blur(y)
+    vx, vy, cxy = blur(x * x) - mx**2, blur(y * y) - my**2, blur(x * y) - mx * my
+    c1, c2 = 0.01**2, 0.03**2
+    s = ((2 * mx * my + c1) * (2 * cxy + c2)) / ((mx**2 + my**2 + c1) * (vx + vy + c2))
+    weight = mask.reshape(1, 1, *mask.shape[-2:]).to(s).expand_as(s)
+    return (s * weight).sum() / weight.sum()
+
+
+def psnr(pred: torch.Tensor, target: torch.Tensor, mask: torch.Tensor) -> float:
+    """PSNR (dB) inside the mask, images in [0, 1]."""
+    weight = mask.expand_as(pred)
+    mse = (((pred - target) ** 2) * weight).sum() / weight.sum()
+    return float(10 * torch.log10(1.0 / mse.clamp_min(1e-10)))
+
+
+def mouth_aperture(landmarks: np.ndarray) -> np.ndarray:
+    """Inner-lip opening [N] along the face's vertical axis, in eye distances (~0 closed); NaN where no face."""
+    iod, down = face_axes(landmarks)
+    a, b = (landmarks[:, loop, :2] for loop in LIP_LOOPS)  # [N, 20, 2] each
+    inner = np.where((np.ptp(a[..., 0], 1) < np.ptp(b[..., 0], 1))[:, None, None], a, b)
+    depth = np.einsum("nkd,nd->nk", inner, down)
+    return np.ptp(depth, axis=1) / iod
+
+
+def lip_distance(gen: np.ndarray, real: np.ndarray) -> np.ndarray:
+    """LMD per frame: mean distance of the lip landmarks, in mouth widths (outer-lip width of the real frame)."""
+    lips = np.concatenate(LIP_LOOPS)
+    width = np.stack([np.ptp(real[:, loop, 0], axis=1) for loop in LIP_LOOPS]).max(0)
+    # align on the eyes first, so a model is not charged for the head position it did not draw
+    offset = np.mean(eye_centres(real), 0) - np.mean(eye_centres(gen), 0)
+    return np.linalg.norm(gen[:, lips, :2] + offset[:, None] - real[:, lips, :2], axis=-1).mean(1) / width
+
+
+def lag_correlation(x: np.ndarray, y: np.ndarray, lag: int) -> float:
+    """Pearson correlation of x[t] with y[t + lag] over the frames where both are finite."""
+    if lag >= 0:
+        a, b = x[: len(x) - lag], y[lag:]
+    else:
+        a, b = x[-lag:], y[: len(y) + lag]
+    ok = np.isfinite(a) & np.isfinite(b)
+    if ok.sum() < 3 or a[ok].std() == 0 or b[ok].std() == 0:
+        return float("nan")
+    return float(np.corrcoef(a[ok], b[ok])[0, 1])
+
+
+def sync(gen: np.ndarray, real: np.ndarray) -> tuple[float, int]:
+    """(correlation at lag 0, the lag in -MAX_LAG..MAX_LAG frames with the highest correlation) of two apertures."""
+    lags = {lag: lag_correlation(gen, real, lag) for lag in range(-MAX_LAG, MAX_LAG + 1)}
+    return lags[0], int(max(lags, key=lambda k: -np.inf if np.isnan(lags[k]) else lags[k]))
