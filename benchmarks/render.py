@@ -30,7 +30,7 @@ from hygie_lib.checkpoint import DataInfo, load_checkpoint, save_checkpoint  # n
 from hygie_lib.crops import Crops, mouth_mask  # noqa: E402
 from hygie_lib.inference import MouthModel, export_onnx  # noqa: E402
 from hygie_lib.model import HygieUNetLite  # noqa: E402
-from hygie_lib.render import audio_features, prepare_template, render  # noqa: E402
+from hygie_lib.render import LOOP_JPEG, audio_features, prepare_template, render  # noqa: E402
 from hygie_lib.video import VideoWriter, iter_frames  # noqa: E402
 
 STEPS = ["decode", "crops", "mel", "model", "blend", "encode"]  # encode runs in its own thread, overlapping
@@ -88,12 +88,12 @@ def run_one(inputs: dict[str, str], backend: str, blend: str) -> dict:
     """Render once in this process: frames/s, seconds per step and peak memory."""
     model = MouthModel(inputs["model"], backend)
     t = time.perf_counter()
-    mel, audio = audio_features(inputs["audio"], model.data)
+    mel = audio_features(inputs["audio"], model.data)
     mel_s = time.perf_counter() - t
     out = Path(inputs["template"]).with_name(f"out_{backend}_{blend}.mp4")
     t = time.perf_counter()
     seconds = render(
-        model, Crops.load(inputs["crops"]), inputs["template"], mel, audio, out, blend=blend, progress=False
+        model, Crops.load(inputs["crops"]), inputs["template"], mel, inputs["audio"], out, blend=blend, progress=False
     )
     wall = time.perf_counter() - t + mel_s
     seconds["mel"] = seconds.get("mel", 0.0) + mel_s
@@ -103,6 +103,15 @@ def run_one(inputs: dict[str, str], backend: str, blend: str) -> dict:
         "seconds": seconds,
         "peak_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024,
     }
+
+
+def loop_cache_report(template: str, fps: float) -> None:
+    """Disk used by the replay cache of a looping template, per minute of template, at 720p and 1080p."""
+    frames = [f for _, f in zip(range(25), iter_frames(template, fps))]
+    for name, size in [("720p", (1280, 720)), ("1080p", (1920, 1080))]:
+        jpeg = [len(cv2.imencode(".jpg", cv2.resize(f, size), LOOP_JPEG)[1]) for f in frames]
+        mb_min, raw_mb_min = np.mean(jpeg) * fps * 60 / 1e6, size[0] * size[1] * 3 * fps * 60 / 1e6
+        print(f"  {name}: {mb_min:.0f} MB per minute of template (raw frames would take {raw_mb_min:.0f} MB)")
 
 
 def int8_report(inputs: dict[str, str]) -> None:
@@ -117,7 +126,7 @@ def int8_report(inputs: dict[str, str]) -> None:
     tpl = Crops.load(inputs["crops"])
     b = 32
     crops = tpl.crops[:b].transpose(0, 3, 1, 2).astype(np.float32) / 255
-    mel, _ = audio_features(inputs["audio"], d)
+    mel = audio_features(inputs["audio"], d)
     windows = mel_windows(mel.mel, np.arange(b) * 10, per_frame=d.mel_per_frame, win=d.mel_win)[:, None].astype(
         np.float32
     )
@@ -173,6 +182,8 @@ def main() -> None:
             n = res["frames"]
             steps = "".join(f"{res['seconds'].get(s, 0) / n * 1e3:>8.1f}" for s in STEPS)
             print(f"{config:<16}{n / res['wall']:>9.1f}{steps}{res['peak_mb']:>9.0f}")
+        print("\nReplay cache of a looping template (JPEG, render.LOOP_JPEG), in $TMPDIR during a render:")
+        loop_cache_report(inputs["template"], 25.0)
         print("\nINT8 dynamic quantization of the ONNX model (32-frame batch):")
         int8_report(inputs)
 

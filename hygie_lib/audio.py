@@ -4,7 +4,9 @@ from __future__ import annotations
 
 import os
 import wave
+from collections.abc import Iterator
 from dataclasses import dataclass
+from itertools import chain
 from pathlib import Path
 
 import av
@@ -17,8 +19,9 @@ from hygie_lib.video import open_media
 LOG_FLOOR = 1e-5  # mel power floor before the log (silence reads as log(1e-5) = -11.5)
 
 
-def load_audio(path: str | os.PathLike, sr: int) -> np.ndarray:
-    """Decode the first audio stream of any file (wav, mp3, m4a, flac, mp4, mov, mkv, webm) to mono float32 at `sr`."""
+def iter_audio(path: str | os.PathLike, sr: int) -> Iterator[np.ndarray]:
+    """Decode the first audio stream of any file (wav, mp3, m4a, flac, mp4, mov, mkv, webm) to mono float32 at `sr`,
+    chunk by chunk as it is read (memory does not grow with the file's length)."""
     path = Path(path)
     with open_media(path) as c:
         if not c.streams.audio:
@@ -27,20 +30,26 @@ def load_audio(path: str | os.PathLike, sr: int) -> np.ndarray:
             )
         stream = c.streams.audio[0]
         declared = float(stream.duration * stream.time_base) if stream.duration and stream.time_base else None
+        left = round(declared * sr) if declared is not None else None  # AAC pads its last frame: keep the real length
         resampler = av.AudioResampler(format="flt", layout="mono", rate=sr)
-        chunks = []
         try:
-            for frame in c.decode(stream):
-                chunks += [f.to_ndarray().reshape(-1) for f in resampler.resample(frame)]
+            for frame in chain(c.decode(stream), [None]):  # None flushes the resampler
+                for out in resampler.resample(frame):
+                    y = out.to_ndarray().reshape(-1).astype(np.float32, copy=False)
+                    if left is not None:
+                        y, left = y[:left], max(0, left - len(y))
+                    if len(y):
+                        yield y
         except av.error.FFmpegError as e:
             raise HygieError(f"{path}: audio decoding failed ({e}). The file is corrupt or truncated.") from e
-        chunks += [f.to_ndarray().reshape(-1) for f in resampler.resample(None)]
-    y = np.concatenate(chunks) if chunks else np.zeros(0, np.float32)
-    if declared is not None:  # codecs like AAC pad their last frame: keep only the stream's real duration
-        y = y[: round(declared * sr)]
-    if y.size == 0:
+
+
+def load_audio(path: str | os.PathLike, sr: int) -> np.ndarray:
+    """The whole first audio stream of any file as mono float32 at `sr` (see `iter_audio`)."""
+    chunks = list(iter_audio(path, sr))
+    if not chunks:
         raise HygieError(f"{path}: the audio stream is empty (0 samples). Re-export the file with its sound.")
-    return y.astype(np.float32, copy=False)
+    return np.concatenate(chunks)
 
 
 def write_wav(path: str | os.PathLike, y: np.ndarray, sr: int) -> None:

@@ -7,6 +7,7 @@ A checkpoint is plain data (dicts, lists, numbers, tensors), so it loads with to
 
 from __future__ import annotations
 
+import io
 import os
 from dataclasses import asdict, dataclass, fields
 from pathlib import Path
@@ -64,10 +65,18 @@ def build_model(config: dict, data: DataInfo) -> HygieUNetLite:
 
 
 def save_checkpoint(path: str | os.PathLike, model: HygieUNetLite, data: DataInfo, train: dict | None = None) -> None:
-    """Write a checkpoint atomically (weights, config, data record, and optionally the training state)."""
-    state = {"config": model.config, "data": asdict(data), "state_dict": model.state_dict(), "train": train or {}}
+    """Write a checkpoint atomically (weights, config, data record, and optionally how training went)."""
+    save_state(
+        path, {"config": model.config, "data": asdict(data), "state_dict": model.state_dict(), "train": train or {}}
+    )
+
+
+def save_state(path: str | os.PathLike, state: dict) -> None:
+    """torch.save plain data atomically, with the same bytes for the same data (not named after the temp file)."""
+    buf = io.BytesIO()
+    torch.save(state, buf)
     with atomic_path(path) as tmp:
-        torch.save(state, tmp)
+        tmp.write_bytes(buf.getbuffer())
 
 
 def load_checkpoint(
@@ -77,11 +86,34 @@ def load_checkpoint(
     path = Path(path)
     if not path.is_file():
         raise HygieError(f"{path}: model not found. Train one with `dvc repro train`.")
+    with open(path, "rb") as f:
+        head = f.read(4)
+    if head != b"PK\x03\x04":  # torch.save writes a zip archive
+        if _is_onnx(path):
+            raise HygieError(f"{path}: is an ONNX model, not a checkpoint. Name it {path.with_suffix('.onnx').name}.")
+        raise HygieError(
+            f"{path}: not a HygieSync model (not a PyTorch checkpoint at all). Give models/best.pt from "
+            "`dvc repro train`, or an .onnx file from `hygie export-onnx`."
+        )
     try:
         ckpt = torch.load(path, map_location=device, weights_only=True)
         data = DataInfo.from_dict(ckpt["data"])
         model = build_model(ckpt["config"], data).to(device)
         model.load_state_dict(ckpt["state_dict"])
-    except Exception as e:
-        raise HygieError(f"{path}: not a readable HygieSync model ({type(e).__name__}: {e}). Retrain it.") from e
+    except Exception as e:  # any failure here means the file is not a usable checkpoint
+        reason = f"{type(e).__name__}: {e}".splitlines()[0][:200]
+        raise HygieError(
+            f"{path}: a PyTorch file, but not a HygieSync model of this version ({reason}). "
+            "Retrain it with `dvc repro train`."
+        ) from e
     return model.eval(), data, ckpt
+
+
+def _is_onnx(path: Path) -> bool:
+    """Whether the file parses as an ONNX model with a graph."""
+    import onnx
+
+    try:
+        return len(onnx.load(str(path), load_external_data=False).graph.node) > 0
+    except Exception:  # noqa: BLE001 - anything unparsable is simply not ONNX
+        return False

@@ -1,13 +1,32 @@
-"""The `hygie` command: doctor, probe, demo-data, render, export-onnx. Each calls the library, as the stages do."""
+"""The `hygie` command: doctor, probe, demo-data, render, export-onnx. Each calls the library, as the stages do.
+
+Every command checks its output path and options before doing any work, and reports a problem as one
+`error:` line (exit code 2). No command reads params.yaml: options have documented defaults.
+"""
 
 from __future__ import annotations
 
 import argparse
 import sys
 import time
-from pathlib import Path
+from collections.abc import Callable
 
-from hygie_lib.io import HygieError, atomic_path
+from hygie_lib.io import HygieError, atomic_path, check_folder, check_output, one_line_warnings, require_file
+
+IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg")
+
+
+def positive(kind: type) -> Callable[[str], float]:
+    """An argparse type: a number of `kind` above zero."""
+
+    def parse(text: str):
+        value = kind(text)
+        if value <= 0:
+            raise argparse.ArgumentTypeError(f"must be above 0, got {text}")
+        return value
+
+    parse.__name__ = kind.__name__  # argparse names the type in its messages
+    return parse
 
 
 def cmd_doctor(args: argparse.Namespace) -> int:
@@ -27,20 +46,19 @@ def cmd_probe(args: argparse.Namespace) -> int:
 
     from hygie_lib.probe import probe_video
 
+    check_output(args.out, suffixes=IMAGE_SUFFIXES, inputs=[args.video])
     image = probe_video(args.video, fps=args.fps, pad=args.pad, alpha=args.alpha, frames=args.frames)
     with atomic_path(args.out) as tmp:
         if not cv2.imwrite(str(tmp), cv2.cvtColor(image, cv2.COLOR_RGB2BGR)):
-            raise HygieError(f"{args.out}: could not write the PNG; check the folder is writable.")
-    print(
-        f"{args.out}: first {args.frames} frames with lips (green), lip hull (blue), box (red), mask outline (yellow)"
-    )
+            raise HygieError(f"{args.out}: could not write the image; check the folder is writable.")
+    print(f"{args.out}: first {args.frames} frames with lips (green), lip hull (blue), box (red), mask (yellow)")
     return 0
 
 
 def cmd_demo_data(args: argparse.Namespace) -> int:
     from hygie_lib.synth import make_demo_data
 
-    out = Path(args.out)
+    out = check_folder(args.out)
     names = ["train_video.mp4", "template_idle.mp4", "new_audio.wav", "demo_truth.parquet"]
     if not args.force and all((out / n).is_file() for n in names):
         print(f"{out}: demo data already there (use --force to make it again)")
@@ -54,14 +72,16 @@ def cmd_demo_data(args: argparse.Namespace) -> int:
 def cmd_render(args: argparse.Namespace) -> int:
     from hygie_lib.crops import Crops
     from hygie_lib.inference import MouthModel
-    from hygie_lib.io import require_file
-    from hygie_lib.render import audio_features, prepare_template, render
+    from hygie_lib.render import audio_features, check_template_video, prepare_template, render
+    from hygie_lib.video import CONTAINERS
 
+    inputs = [p for p in (args.template, args.audio, args.model, args.crops) if p]
+    check_output(args.out, suffixes=CONTAINERS, inputs=inputs)  # before any work: nothing is lost or wasted
     require_file(args.template, "template video", "Give the path of a video of the person idling.")
+    require_file(args.audio, "audio file", "Give the path of the speech to lip-sync.")
+    check_template_video(args.template)
     model = MouthModel(args.model, args.backend)
-    mel, audio = audio_features(
-        require_file(args.audio, "audio file", "Give the path of the speech to lip-sync."), model.data
-    )
+    mel = audio_features(args.audio, model.data)
     if args.crops:
         template = Crops.load(
             require_file(args.crops, "prepared template crops", "Run `dvc repro`, or leave out --crops.")
@@ -76,7 +96,7 @@ def cmd_render(args: argparse.Namespace) -> int:
         print(f"{args.template}: preparing the template (landmarks and crops) with the model's params")
         template = prepare_template(args.template, model.data, min_confidence=args.min_confidence)
     t = time.perf_counter()
-    render(model, template, args.template, mel, audio, args.out, blend=args.blend, batch=args.batch)
+    render(model, template, args.template, mel, args.audio, args.out, blend=args.blend, batch=args.batch)
     print(f"{args.out}: {mel.n_frames} frames in {time.perf_counter() - t:.1f} s")
     return 0
 
@@ -85,6 +105,7 @@ def cmd_export_onnx(args: argparse.Namespace) -> int:
     from hygie_lib.checkpoint import load_checkpoint
     from hygie_lib.inference import export_onnx
 
+    check_output(args.out, suffixes=[".onnx"], inputs=[args.model])
     model, data, _ = load_checkpoint(args.model)
     onnx = export_onnx(model, data)
     with atomic_path(args.out) as tmp:
@@ -104,21 +125,21 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("doctor", help="check the installation: imports, device, FaceMesh, audio/video I/O, blending")
     p.set_defaults(func=cmd_doctor)
 
-    p = sub.add_parser("probe", help="PNG of a video's first frames with lip landmarks, hull, mouth box and mask")
+    p = sub.add_parser("probe", help="image of a video's first frames with lip landmarks, hull, mouth box and mask")
     p.add_argument("video")
-    p.add_argument("--out", default="probe.png", help="output PNG (default: probe.png)")
-    p.add_argument("--frames", type=int, default=4, help="how many first frames (default: 4)")
+    p.add_argument("--out", default="probe.png", help="output image, .png or .jpg (default: probe.png)")
+    p.add_argument("--frames", type=positive(int), default=4, help="how many first frames (default: 4)")
     p.add_argument(
-        "--fps", type=float, default=25.0, help="frame rate the video is read at (default: 25, as video.fps)"
+        "--fps", type=positive(float), default=25.0, help="frame rate to read at (default: 25, as video.fps)"
     )
     p.add_argument("--pad", type=float, default=0.5, help="mouth box padding (default: 0.5, as build_crops.MOUTH_PAD)")
     p.add_argument("--alpha", type=float, default=0.7, help="box smoothing (default: 0.7, as build_crops.EMA_ALPHA)")
     p.set_defaults(func=cmd_probe)
 
     p = sub.add_parser("demo-data", help="write the synthetic demo speaker into data/raw/")
-    p.add_argument("--out", default="data/raw")
+    p.add_argument("--out", default="data/raw", help="folder (default: data/raw)")
     p.add_argument("--seed", type=int, default=0)
-    p.add_argument("--seconds", type=float, default=120.0, help="length of the training video (default: 120)")
+    p.add_argument("--seconds", type=positive(float), default=120.0, help="length of the training video (default: 120)")
     p.add_argument("--force", action="store_true", help="overwrite existing files")
     p.set_defaults(func=cmd_demo_data)
 
@@ -126,7 +147,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--model", required=True, help="checkpoint (models/best.pt) or ONNX export")
     p.add_argument("--template", required=True, help="video of the same person idling")
     p.add_argument("--audio", required=True, help="the new speech: any audio or video file")
-    p.add_argument("--out", required=True, help="output .mp4")
+    p.add_argument("--out", required=True, help="output video: .mp4, .mov or .mkv (H.264 + AAC)")
     p.add_argument(
         "--crops",
         help="the template's prepared crops, e.g. data/prepared/template/crops.npz "
@@ -134,13 +155,13 @@ def build_parser() -> argparse.ArgumentParser:
     )
     p.add_argument("--blend", choices=list(BLENDS), default="poisson", help="paste-back (default: poisson)")
     p.add_argument("--backend", choices=list(BACKENDS), default="onnx", help="model runtime (default: onnx)")
-    p.add_argument("--batch", type=int, default=32, help="frames per model call (default: 32)")
+    p.add_argument("--batch", type=positive(int), default=32, help="frames per model call (default: 32)")
     p.add_argument("--min-confidence", type=float, default=0.5, help="FaceMesh confidence, if preparing (default: 0.5)")
     p.set_defaults(func=cmd_render)
 
     p = sub.add_parser("export-onnx", help="export a checkpoint to ONNX, for ONNX Runtime or other runtimes")
-    p.add_argument("--model", default="models/best.pt")
-    p.add_argument("--out", default="models/best.onnx")
+    p.add_argument("--model", default="models/best.pt", help="checkpoint (default: models/best.pt)")
+    p.add_argument("--out", default="models/best.onnx", help="output .onnx (default: models/best.onnx)")
     p.set_defaults(func=cmd_export_onnx)
     return ap
 
@@ -148,6 +169,7 @@ def build_parser() -> argparse.ArgumentParser:
 def main(argv: list[str] | None = None) -> int:
     """Entry point of the `hygie` console command."""
     args = build_parser().parse_args(argv)
+    one_line_warnings()
     try:
         return args.func(args)
     except HygieError as e:

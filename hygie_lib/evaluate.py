@@ -74,7 +74,7 @@ def evaluate_heldout(
     ground-truth openness of the synthetic speaker) also the correlation of the generated aperture with it.
     """
     d = model.data
-    model.check_inputs(crops, video, mel)
+    model.check_crops(crops, video)
     split = time_split(crops.face, train_split=train_split, gap=audio_span(d.mel_win, d.mel_per_frame))
     frames = split.val_frames
     refs = pick_references(

@@ -95,31 +95,40 @@ class MouthModel:
             S = self.data.img_size
             bits = np.frombuffer(base64.b64decode(meta["mask"]), np.uint8)
             self.mask = np.unpackbits(bits)[: S * S].reshape(S, S)
-        except Exception as e:
+        except Exception as e:  # any failure means the file is not a usable HygieSync ONNX model
+            if onnx_bytes[:4] == b"PK\x03\x04":
+                raise HygieError(f"{path}: is a PyTorch checkpoint, not ONNX. Name it {path.stem}.pt.") from e
+            reason = f"{type(e).__name__}: {e}".splitlines()[0][:200]
             raise HygieError(
-                f"{path}: not a readable HygieSync ONNX model ({type(e).__name__}: {e}). Export it again."
+                f"{path}: not a HygieSync ONNX model ({reason}). Export one with `hygie export-onnx`."
             ) from e
         self._inputs = [i.name for i in self._session.get_inputs()]
 
-    def check_inputs(self, crops: Crops, video: str | os.PathLike, mel: Mel) -> None:
-        """Raise a HygieError if `crops` (of `video`) and `mel` were not made as this model's training inputs were."""
+    def check_crops(self, crops: Crops, video: str | os.PathLike) -> None:
+        """Raise a HygieError if `crops` (of `video`) were not made as this model's training crops were."""
         d = self.data
         if not crops.fits(size=d.img_size, pad=d.mouth_pad, fps=d.fps, mask=self.mask):
             raise HygieError(
-                f"{video}: its crops are {crops.size}px with MOUTH_PAD {crops.pad} at {crops.fps} fps "
-                f"but the model was "
-                f"trained on {d.img_size}px crops with MOUTH_PAD {d.mouth_pad} at {d.fps} fps (or another mouth mask). "
-                "Prepare it with the model's params (`dvc repro`), or retrain."
-            )
-        made = (mel.sr, mel.n_fft, mel.n_mels, mel.per_frame, mel.fps)
-        if made != (d.sr, d.n_fft, d.n_mels, d.mel_per_frame, d.fps):
-            raise HygieError(
-                f"the model hears audio at {d.sr} Hz, n_fft {d.n_fft}, {d.n_mels} mels, "
-                f"{d.mel_per_frame} columns per frame at "
-                f"{d.fps} fps, but the mel was made with {made}. Use the model's params (see params.yaml), or retrain."
+                f"{video}: its crops are {crops.size}px with MOUTH_PAD {crops.pad} at {crops.fps} fps but the model "
+                f"was trained on {d.img_size}px crops with MOUTH_PAD {d.mouth_pad} at {d.fps} fps (or another mask). "
+                "Prepare them with the model's params (`dvc repro`), or retrain."
             )
         if not crops.face.any():
             raise HygieError(f"{video}: no face was found in any frame, so there is no mouth to re-voice.")
+
+    def check_mel(self, mel: Mel, path: str | os.PathLike) -> None:
+        """Raise a HygieError naming `path` if `mel` was not made as this model's training mel was."""
+        d = self.data
+        made, wanted = (
+            (mel.sr, mel.n_fft, mel.n_mels, mel.per_frame, mel.fps),
+            (d.sr, d.n_fft, d.n_mels, d.mel_per_frame, d.fps),
+        )
+        if made != wanted:
+            describe = "{} Hz, n_fft {}, {} mels, {} columns per frame at {} fps".format
+            raise HygieError(
+                f"{path}: made at {describe(*made)}, but the model hears {describe(*wanted)}. "
+                "Prepare it with the model's params (`dvc repro`), or retrain."
+            )
 
     @property
     def reference(self) -> bool:

@@ -12,7 +12,7 @@ import pandas as pd
 from mediapipe.python.solutions import face_mesh_connections as fmc
 from tqdm import tqdm
 
-from hygie_lib.io import HygieError
+from hygie_lib.io import HygieError, HygieWarning
 from hygie_lib.video import count_frames, iter_frames, probe_video
 
 N_LANDMARKS = 478  # FaceMesh with refined eyes/irises
@@ -122,7 +122,15 @@ def detect_video(
         bar = tqdm(
             iter_frames(path, fps), total=total, desc=f"landmarks {path.name}", unit="frame", disable=not progress
         )
-        return np.stack([mesh(rgb) for rgb in bar])
+        landmarks = np.stack([mesh(rgb) for rgb in bar])
+    if len(landmarks) < total:
+        warnings.warn(
+            f"{path}: only {len(landmarks)} of the {total} frames its header declares could be decoded; the file "
+            f"looks truncated, so only those {len(landmarks)} are used. Re-export it to use the whole clip.",
+            HygieWarning,
+            stacklevel=2,
+        )
+    return landmarks
 
 
 def check_face_rate(landmarks: np.ndarray, path: str | os.PathLike, min_rate: float) -> float:

@@ -1,8 +1,9 @@
 """Render: re-voice a template video with new audio, streaming decode -> model in batches -> blend -> encode.
 
-Memory stays flat with the audio's length: frames are decoded, blended and encoded a batch at a time. When the
-audio outlasts the template, the template plays forwards then backwards (ping-pong), read back from a raw
-frame cache on disk (a temp file, not RAM) so no frame is decoded twice and no jump is visible.
+Memory stays flat with the audio's length: frames are decoded, blended and encoded a batch at a time, and the
+audio to mux is decoded as the video advances. When the audio outlasts the template, the template plays forwards
+then backwards (ping-pong), read back from a frame cache on disk (a temp file of JPEG-compressed frames,
+LOOP_JPEG, about a tenth of the raw size) so no frame is decoded twice and no jump is visible.
 """
 
 from __future__ import annotations
@@ -15,19 +16,23 @@ from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
 from queue import Queue
 
+import cv2
 import numpy as np
 from tqdm import tqdm
 
-from hygie_lib.audio import Mel, load_audio, mel_windows
+from hygie_lib.audio import Mel, iter_audio, load_audio, mel_windows
 from hygie_lib.blend import paste_mouth
 from hygie_lib.checkpoint import DataInfo
 from hygie_lib.crops import Crops
 from hygie_lib.inference import MouthModel
 from hygie_lib.io import HygieError, atomic_path
-from hygie_lib.video import VideoWriter, iter_frames, probe_video
+from hygie_lib.video import VideoInfo, VideoWriter, iter_frames, probe_video
 
 AUDIO_SR = 48000  # sample rate of the muxed output audio (the model hears its own SR via the mel)
 SILENCE = 1e-4  # peak amplitude below which an audio file counts as silent
+# template frames cached for replay: JPEG at quality 95 without chroma subsampling (PSNR ~47 dB; the output is
+# H.264 at crf 18 anyway), about a tenth of the raw size
+LOOP_JPEG = [cv2.IMWRITE_JPEG_QUALITY, 95, cv2.IMWRITE_JPEG_SAMPLING_FACTOR, cv2.IMWRITE_JPEG_SAMPLING_FACTOR_444]
 METADATA = {"comment": "Synthetic lip-sync made by HygieSync: the mouth region is generated from the audio."}
 
 
@@ -44,24 +49,25 @@ def pingpong_frames(
 ) -> Iterator[tuple[int, np.ndarray]]:
     """(template index, RGB frame) for output frames 0..n_out-1, playing the template back and forth.
 
-    The first pass streams from the decoder; later passes read the frames back from a raw cache file.
+    The first pass streams from the decoder; later passes read the frames back from a cache file (JPEG).
     """
-    looping, shape, decoded = n_out > n_template, None, 0
+    looping, decoded, offsets = n_out > n_template, 0, [0]
     with tempfile.TemporaryFile(prefix="hygie-frames-") as cache:
         for i, frame in zip(range(min(n_out, n_template)), iter_frames(video, fps)):
             if looping:
-                cache.write(frame.tobytes())
-            shape, decoded = frame.shape, i + 1
+                _, jpeg = cv2.imencode(".jpg", frame[..., ::-1], LOOP_JPEG)
+                offsets.append(offsets[-1] + cache.write(jpeg.tobytes()))
+            decoded = i + 1
             yield i, frame
         if decoded < min(n_out, n_template):
             raise HygieError(
                 f"{video}: decoded {decoded} frames but its prepared crops have {n_template}; rerun `dvc repro`."
             )
-        size = int(np.prod(shape))
         for k in range(n_template, n_out):
             i = pingpong_index(k, n_template)
-            cache.seek(i * size)
-            yield i, np.frombuffer(cache.read(size), np.uint8).reshape(shape)
+            cache.seek(offsets[i])
+            jpeg = np.frombuffer(cache.read(offsets[i + 1] - offsets[i]), np.uint8)
+            yield i, np.ascontiguousarray(cv2.imdecode(jpeg, cv2.IMREAD_COLOR)[..., ::-1])
 
 
 def reference_indices(face: np.ndarray) -> np.ndarray:
@@ -77,9 +83,12 @@ def reference_indices(face: np.ndarray) -> np.ndarray:
     return np.where(np.abs(wanted - before) <= np.abs(after - wanted), before, after)
 
 
-def check_audio(y: np.ndarray, path: str | os.PathLike) -> None:
-    """Raise a HygieError if the audio is silent."""
-    if np.abs(y).max() < SILENCE:
+def check_audio(path: str | os.PathLike, sr: int = 16000) -> None:
+    """Raise a HygieError if an audio file is empty or silent (read as a stream)."""
+    peak = max((float(np.abs(y).max()) for y in iter_audio(path, sr)), default=None)
+    if peak is None:
+        raise HygieError(f"{path}: the audio stream is empty (0 samples). Re-export the file with its sound.")
+    if peak < SILENCE:
         raise HygieError(f"{path}: the audio is silent (peak below {SILENCE}). Give a file with speech in it.")
 
 
@@ -97,7 +106,7 @@ def render_frames(
 
     Frames without a face pass through untouched. Seconds spent per step are added to `seconds`.
     """
-    model.check_inputs(template, template_video, mel)
+    model.check_crops(template, template_video)
     n_out, n_template = mel.n_frames, len(template.crops)
     refs = reference_indices(template.face)
     seconds = defaultdict(float) if seconds is None else seconds
@@ -135,7 +144,7 @@ def render(
     template: Crops,
     template_video: str | os.PathLike,
     mel: Mel,
-    audio: np.ndarray,
+    audio: str | os.PathLike,
     out: str | os.PathLike,
     *,
     blend: str = "poisson",
@@ -143,22 +152,20 @@ def render(
     preset: str = "superfast",
     progress: bool = True,
 ) -> dict[str, float]:
-    """Write `out` (H.264 + AAC MP4, atomically): the re-voiced template with `audio` (mono, AUDIO_SR) muxed in.
+    """Write `out` (H.264 + AAC, atomically; MP4, MOV or MKV by its suffix): the re-voiced template, `audio` muxed in.
 
-    Its duration is the audio's. Encoding runs in a second thread (PyAV releases the GIL), overlapping the
-    model and blending; `preset` is libx264's speed/size trade-off. Returns the seconds spent per step
-    (decode, crops, mel, model, blend, encode; encode overlaps the others).
+    `mel` is what the model hears; `audio` (any audio or video file) is decoded again at AUDIO_SR as the video
+    advances and muxed in, so its duration is the output's. Encoding runs in a second thread (PyAV releases the
+    GIL), overlapping the model and blending; `preset` is libx264's speed/size trade-off. Returns the seconds
+    spent per step (decode, crops, mel, model, blend, encode; encode overlaps the others).
     """
-    info = probe_video(template_video)
-    if info.width % 2 or info.height % 2:
-        raise HygieError(
-            f"{template_video}: H.264 needs an even frame size, got {info.width}x{info.height}. Crop or scale it."
-        )
+    info = check_template_video(template_video)
     seconds: dict[str, float] = defaultdict(float)
     frames = render_frames(model, template, template_video, mel, blend=blend, batch=batch, seconds=seconds)
+    sound = iter_audio(audio, AUDIO_SR)
     with atomic_path(out) as tmp:
         with VideoWriter(
-            tmp, template.fps, info.width, info.height, audio=audio, sr=AUDIO_SR, preset=preset, metadata=METADATA
+            tmp, template.fps, info.width, info.height, audio=sound, sr=AUDIO_SR, preset=preset, metadata=METADATA
         ) as writer:
             queue: Queue[np.ndarray | None] = Queue(maxsize=8)  # bounded: memory stays flat
 
@@ -168,7 +175,7 @@ def render(
                     t = time.perf_counter()
                     try:
                         error or writer.write(frame)
-                    except Exception as e:
+                    except Exception as e:  # noqa: BLE001 - re-raised in the main thread by encoded.result()
                         error = e
                     seconds["encode"] += _lap(t)
                 if error:
@@ -189,6 +196,14 @@ def render(
     return dict(seconds)
 
 
+def check_template_video(video: str | os.PathLike) -> VideoInfo:
+    """The template's VideoInfo; a HygieError if it cannot be re-encoded (H.264 needs an even frame size)."""
+    info = probe_video(video)
+    if info.width % 2 or info.height % 2:
+        raise HygieError(f"{video}: H.264 needs an even frame size, got {info.width}x{info.height}. Crop or scale it.")
+    return info
+
+
 def _lap(t0: float) -> float:
     """Seconds since t0."""
     return time.perf_counter() - t0
@@ -204,12 +219,17 @@ def prepare_template(video: str | os.PathLike, data: DataInfo, *, min_confidence
     return build_crops(video, landmarks, data.fps, size=data.img_size, pad=data.mouth_pad, alpha=data.ema_alpha)
 
 
-def audio_features(path: str | os.PathLike, data: DataInfo) -> tuple[Mel, np.ndarray]:
-    """(log-mel as the model was trained on, mono audio at AUDIO_SR to mux) of any audio or video file."""
-    y = load_audio(path, data.sr)
-    check_audio(y, path)
+def audio_features(path: str | os.PathLike, data: DataInfo) -> Mel:
+    """The log-mel of any audio or video file, made as the model's training mel was; a HygieError if it is silent."""
+    check_audio(path, data.sr)
     try:
-        mel = Mel.of(y, data.sr, fps=data.fps, n_mels=data.n_mels, per_frame=data.mel_per_frame, n_fft=data.n_fft)
+        return Mel.of(
+            load_audio(path, data.sr),
+            data.sr,
+            fps=data.fps,
+            n_mels=data.n_mels,
+            per_frame=data.mel_per_frame,
+            n_fft=data.n_fft,
+        )
     except HygieError as e:
         raise HygieError(f"{path}: {e} Give a longer audio file.") from e
-    return mel, load_audio(path, AUDIO_SR)

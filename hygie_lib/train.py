@@ -1,11 +1,13 @@
-"""Training: losses, one epoch, validation, checkpoints (best and last, resumable) and dvclive logging."""
+"""Training: losses, one epoch, validation, the best checkpoint, a resumable run state, and dvclive logging."""
 
 from __future__ import annotations
 
+import hashlib
+import json
 import math
 import os
 import time
-from dataclasses import dataclass
+from dataclasses import asdict, dataclass
 from pathlib import Path
 
 import numpy as np
@@ -13,7 +15,7 @@ import torch
 from tqdm import tqdm
 
 from hygie_lib.audio import Mel
-from hygie_lib.checkpoint import DataInfo, load_checkpoint, save_checkpoint
+from hygie_lib.checkpoint import DataInfo, build_model, save_checkpoint, save_state
 from hygie_lib.crops import Crops
 from hygie_lib.dataset import MouthBatches
 from hygie_lib.device import best_device
@@ -130,6 +132,41 @@ def preview(b: dict, k: int = 6) -> np.ndarray:
     return (grid.permute(1, 2, 0).clamp(0, 1).numpy() * 255).round().astype(np.uint8)
 
 
+def run_settings(cfg: TrainConfig, model_kwargs: dict, data: DataInfo, source: str) -> dict:
+    """Everything that makes a training run what it is, as plain data: a resume must match it (epochs may differ)."""
+    train = {k: v for k, v in asdict(cfg).items() if k != "epochs"}
+    return {
+        **train,
+        **{k: list(v) if isinstance(v, tuple) else v for k, v in model_kwargs.items()},
+        **asdict(data),
+        "video": source,
+    }
+
+
+def resume_path(models_dir: Path, settings: dict) -> Path:
+    """Where the state of an interrupted run with these settings is kept: one file per run, named by its settings."""
+    digest = hashlib.sha1(json.dumps(settings, sort_keys=True).encode()).hexdigest()[:12]
+    return models_dir / "resume" / f"{digest}.pt"
+
+
+def load_resume_state(path: Path, settings: dict, device: torch.device) -> dict:
+    """The state of the interrupted run with these settings; a HygieError if there is none, naming what differs."""
+    if not path.is_file():
+        others = sorted(path.parent.glob("*.pt"), key=lambda p: p.stat().st_mtime)
+        if not others:
+            raise HygieError(f"{path.parent}: there is no interrupted run to resume. Run with train.resume=false.")
+        old = torch.load(others[-1], map_location="cpu", weights_only=True)["settings"]
+        differs = "; ".join(f"{k} {old.get(k)!r} -> {v!r}" for k, v in settings.items() if old.get(k) != v)
+        raise HygieError(
+            f"{path.parent}: no interrupted run has these settings; the interrupted run had other settings "
+            f"({differs}). Resuming would mix two runs: put those settings back, or start over with train.resume=false."
+        )
+    try:
+        return torch.load(path, map_location=device, weights_only=True)
+    except Exception as e:  # any failure means the file is not a usable resume state
+        raise HygieError(f"{path}: unreadable ({type(e).__name__}). Delete it and run with train.resume=false.") from e
+
+
 def fit(
     crops_path: str | os.PathLike,
     mel_path: str | os.PathLike,
@@ -140,9 +177,14 @@ def fit(
     live,
     resume: bool = False,
 ) -> dict[str, float]:
-    """Train on one prepared clip; writes models_dir/best.pt and last.pt; logs to a dvclive `live`.
+    """Train on one prepared clip -> models_dir/best.pt (lowest validation loss); logs to a dvclive `live`.
 
     How the inputs were made (crop size, padding, fps, mel settings) is read from the prepared files themselves.
+    After every epoch the whole run (weights, best weights, optimizer, RNGs, per-epoch metrics, settings) is saved
+    atomically to models_dir/resume/<settings hash>.pt, which no DVC stage declares, so nothing restores another
+    run's file over it and other runs do not touch it; it is deleted when the run completes. `resume` continues
+    the interrupted run with the same settings (epochs may differ) and re-logs its earlier epochs, so the curves
+    are this run's alone.
     """
     torch.manual_seed(cfg.seed)
     rng = np.random.default_rng(cfg.seed)
@@ -152,9 +194,14 @@ def fit(
     crops, mel = Crops.load(crops_path), Mel.load(mel_path)
     data = DataInfo.of(crops, mel, mel_win=cfg.mel_win)
     split = time_split(crops.face, train_split=cfg.train_split, gap=audio_span(cfg.mel_win, mel.per_frame))
-    if len(split.train) < cfg.batch_size or len(split.val) == 0:
+    if len(split.val) == 0:
         raise HygieError(
-            f"{crops_path}: only {len(split.train)} training and {len(split.val)} validation clips; "
+            f"{crops_path}: no validation clips (frames with a face after the first {cfg.train_split:.0%}); "
+            "record a longer video (5-15 min) or lower train.TRAIN_SPLIT."
+        )
+    if len(split.train) < cfg.batch_size:
+        raise HygieError(
+            f"{crops_path}: only {len(split.train)} training clips for a batch of {cfg.batch_size}; "
             "record a longer video (5-15 min) or lower train.batch_size."
         )
     batches = MouthBatches(
@@ -170,50 +217,82 @@ def fit(
     opt = torch.optim.AdamW(model.parameters(), lr=cfg.lr, weight_decay=1e-4)
     sched = cosine_schedule(opt, cfg.epochs * (len(split.train) // cfg.batch_size))
     models_dir = Path(models_dir)
-    start_epoch, best = 0, float("inf")
-    if resume and (models_dir / "last.pt").is_file():
-        _, _, ckpt = load_checkpoint(models_dir / "last.pt", device)
-        state = ckpt["train"]
-        model.load_state_dict(ckpt["state_dict"])
+    settings = run_settings(cfg, model_kwargs, data, crops.source)
+    state_path = resume_path(models_dir, settings)
+    start_epoch, best, best_weights, history = 0, float("inf"), None, []
+    if resume:
+        state = load_resume_state(state_path, settings, device)
+        model.load_state_dict(state["model"])
         opt.load_state_dict(state["optimizer"])
         sched.load_state_dict(state["scheduler"])
-        start_epoch, best = state["epoch"], state["best_val_loss"]
+        start_epoch, best, best_weights, history = (
+            state["epoch"],
+            state["best_val_loss"],
+            state["best_model"],
+            state["history"],
+        )
         torch.set_rng_state(state["torch_rng"].cpu())
         rng.bit_generator.state = state["numpy_rng"]
+        for row in history:  # the earlier epochs' curves, so the logs hold this run alone
+            for name, value in row.items():
+                live.log_metric(name, value)
+            live.next_step()
+        best_epoch = 1 + int(np.argmin([row["val/loss"] for row in history]))
+        _save_best(models_dir / "best.pt", model, best_weights, data, best_epoch)  # DVC deleted it before the stage
         print(f"resuming after epoch {start_epoch} (best val loss {best:.4f})")
     print(f"{count_params(model):,} params on {device}; {len(split.train)} training clips, {len(split.val)} validation")
 
-    val = {"loss": float("nan")}
     for epoch in range(start_epoch, cfg.epochs):
         train_loss, speed = train_one_epoch(
             model, batches, split.train, opt, sched, cfg, rng, device, f"epoch {epoch + 1}/{cfg.epochs}"
         )
         val, shown = validate(model, batches, split.val, cfg, device)
         improved = val["loss"] < best
-        best = min(best, val["loss"])
+        if improved:
+            best, best_weights = val["loss"], {k: v.detach().clone() for k, v in model.state_dict().items()}
+            _save_best(models_dir / "best.pt", model, best_weights, data, epoch + 1)
+        row = {
+            "train/loss": train_loss,
+            "val/loss": val["loss"],
+            "val/psnr_mouth": val["psnr_mouth"],
+            "val/ssim_mouth": val["ssim_mouth"],
+            "train/samples_per_s": speed,
+        }
+        history.append(row)
         state = {
+            "settings": settings,
+            "epoch": epoch + 1,
+            "model": model.state_dict(),
+            "best_model": best_weights,
+            "best_val_loss": best,
             "optimizer": opt.state_dict(),
             "scheduler": sched.state_dict(),
-            "epoch": epoch + 1,
-            "best_val_loss": best,
             "torch_rng": torch.get_rng_state(),
             "numpy_rng": rng.bit_generator.state,
+            "history": history,
         }
-        save_checkpoint(models_dir / "last.pt", model, data, state)
-        if improved:
-            save_checkpoint(models_dir / "best.pt", model, data, state)
-        live.log_metric("train/loss", train_loss)
-        live.log_metric("val/loss", val["loss"])
-        live.log_metric("val/psnr_mouth", val["psnr_mouth"])
-        live.log_metric("val/ssim_mouth", val["ssim_mouth"])
-        live.log_metric("train/samples_per_s", speed)
+        save_state(state_path, state)
+        for name, value in row.items():
+            live.log_metric(name, value)
         live.log_image("preview.png", preview(shown))
         live.next_step()
         print(
             f"epoch {epoch + 1}: train {train_loss:.4f}  val {val['loss']:.4f}  mouth PSNR {val['psnr_mouth']:.2f} dB "
             f"SSIM {val['ssim_mouth']:.3f}  {speed:.1f} samples/s{'  *best' if improved else ''}"
         )
-    summary = {"best_val_loss": best, "final_val_loss": val["loss"], "epochs": cfg.epochs}
+    state_path.unlink(missing_ok=True)  # the run is complete: nothing left to resume
+    summary = {
+        "best_val_loss": best,
+        "final_val_loss": history[-1]["val/loss"] if history else best,
+        "epochs": cfg.epochs,
+    }
     for key, value in summary.items():
         live.summary[key] = value
     return summary
+
+
+def _save_best(path: Path, model: HygieUNetLite, weights: dict, data: DataInfo, epoch: int) -> None:
+    """Write the best weights (of `epoch`) as an inference checkpoint; the model's own weights are left as they are."""
+    best = build_model(model.config, data)
+    best.load_state_dict(weights)
+    save_checkpoint(path, best, data, {"epoch": epoch})

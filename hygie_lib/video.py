@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import os
-from collections.abc import Iterator
+from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
 from fractions import Fraction
 from pathlib import Path
@@ -138,8 +138,15 @@ def count_frames(duration: float, fps: float) -> int:
     return max(1, int(np.ceil(duration * fps - _EPS)))
 
 
+CONTAINERS = {".mp4": "mp4", ".mov": "mov", ".mkv": "matroska"}  # file suffix -> container holding H.264 + AAC
+
+
 class VideoWriter:
-    """Stream RGB frames (and optionally mono audio, interleaved as video advances) into an H.264/AAC MP4."""
+    """Stream RGB frames (and optionally mono audio, interleaved as video advances) into H.264 + AAC.
+
+    The container follows the file's suffix (CONTAINERS). `audio` (mono float32 at `sr`) is one array or an
+    iterable of chunks, pulled only as far as the video has got: a long audio file is never held in memory whole.
+    """
 
     def __init__(
         self,
@@ -148,7 +155,7 @@ class VideoWriter:
         width: int,
         height: int,
         *,
-        audio: np.ndarray | None = None,
+        audio: np.ndarray | Iterable[np.ndarray] | None = None,
         sr: int = 16000,
         crf: int = 18,
         preset: str = "veryfast",
@@ -156,7 +163,10 @@ class VideoWriter:
     ) -> None:
         if width % 2 or height % 2:
             raise HygieError(f"{path}: H.264 needs even frame sizes, got {width}x{height}.")
-        self.container = av.open(str(path), mode="w", format="mp4")
+        suffix = Path(path).suffix.lower()
+        if suffix not in CONTAINERS:
+            raise HygieError(f"{path}: videos are written as {', '.join(CONTAINERS)}; name the file so.")
+        self.container = av.open(str(path), mode="w", format=CONTAINERS[suffix])
         for key, value in (metadata or {}).items():
             self.container.metadata[key] = value
         rate = Fraction(fps).limit_denominator(1001)
@@ -164,9 +174,9 @@ class VideoWriter:
         self.video.width, self.video.height, self.video.pix_fmt = width, height, "yuv420p"
         self.video.options = {"crf": str(crf), "preset": preset}
         self.fps, self.n = float(rate), 0
-        self.audio_samples = None if audio is None else np.asarray(audio, dtype=np.float32)
-        self.sr, self.audio_pos = sr, 0
-        if self.audio_samples is not None:
+        self._chunks = None if audio is None else iter([audio] if isinstance(audio, np.ndarray) else audio)
+        self._pending, self.sr, self.audio_pos = np.zeros(0, np.float32), sr, 0
+        if self._chunks is not None:
             self.audio = self.container.add_stream("aac", rate=sr)
             self.audio.layout = "mono"
 
@@ -182,13 +192,17 @@ class VideoWriter:
         self._write_audio(until=round(self.n / self.fps * self.sr))
 
     def _write_audio(self, until: int | None) -> None:
-        if self.audio_samples is None:
+        """Encode whole audio frames up to sample `until` (None: everything left, the last frame partial)."""
+        if self._chunks is None:
             return
-        until = len(self.audio_samples) if until is None else min(until, len(self.audio_samples))
         size = self.audio.codec_context.frame_size or 1024
-        while self.audio_pos + size <= until or (self.audio_pos < until and until == len(self.audio_samples)):
-            chunk = self.audio_samples[self.audio_pos : self.audio_pos + size]
-            frame = av.AudioFrame.from_ndarray(chunk[None, :], format="fltp", layout="mono")
+        while until is None or self.audio_pos + size <= until:
+            while len(self._pending) < size and (chunk := next(self._chunks, None)) is not None:
+                self._pending = np.concatenate([self._pending, np.asarray(chunk, np.float32)])
+            if len(self._pending) == 0 or (len(self._pending) < size and until is not None):
+                return  # no more audio, or only a partial frame, which waits for close()
+            chunk, self._pending = self._pending[:size], self._pending[size:]
+            frame = av.AudioFrame.from_ndarray(np.ascontiguousarray(chunk)[None, :], format="fltp", layout="mono")
             frame.sample_rate, frame.pts = self.sr, self.audio_pos
             self.container.mux(self.audio.encode(frame))
             self.audio_pos += len(chunk)
@@ -197,7 +211,7 @@ class VideoWriter:
         """Flush encoders (rest of the audio included) and finish the file."""
         self._write_audio(until=None)
         self.container.mux(self.video.encode(None))
-        if self.audio_samples is not None:
+        if self._chunks is not None:
             self.container.mux(self.audio.encode(None))
         self.container.close()
 

@@ -11,7 +11,7 @@ import yaml
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))  # this checkout's hygie_lib, also inside `dvc exp` temp copies
 
-from hygie_lib.io import HygieError  # noqa: E402
+from hygie_lib.io import HygieError, one_line_warnings  # noqa: E402
 
 
 def load_params(*names: str) -> SimpleNamespace:
@@ -28,6 +28,7 @@ def load_params(*names: str) -> SimpleNamespace:
 
 def run(main) -> None:
     """Run a stage's main(); a HygieError prints `error: ...` and exits 2, with no traceback."""
+    one_line_warnings()
     try:
         main()
     except HygieError as e:

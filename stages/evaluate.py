@@ -38,12 +38,14 @@ def main() -> None:
         truth = {
             clip: t[t["clip"] == clip].sort_values("frame")["openness"].to_numpy() for clip in ("train", "new_audio")
         }
+    model, mel = MouthModel(args.model, "torch"), Mel.load(prep / "mel.npz")
+    model.check_mel(mel, prep / "mel.npz")
     metrics, table = evaluate_heldout(
         args.video,
-        MouthModel(args.model, "torch"),
+        model,
         crops,
         np.load(prep / "landmarks.npz")["landmarks"],
-        Mel.load(prep / "mel.npz"),
+        mel,
         train_split=p.TRAIN_SPLIT,
         blend=p.blend,
         shift=round(p.shift_seconds * crops.fps),

@@ -4,12 +4,12 @@ import argparse
 
 from common import load_params, run
 
-from hygie_lib.audio import Mel, load_audio
+from hygie_lib.audio import Mel
 from hygie_lib.blend import BLENDS
 from hygie_lib.crops import Crops
 from hygie_lib.inference import BACKENDS, MouthModel
 from hygie_lib.io import check_choice
-from hygie_lib.render import AUDIO_SR, check_audio, render
+from hygie_lib.render import check_audio, render
 
 
 def main() -> None:
@@ -24,17 +24,11 @@ def main() -> None:
     p = load_params("render.blend", "render.backend", "render.batch")
     check_choice("params.yaml render.blend", p.blend, BLENDS)
     check_choice("params.yaml render.backend", p.backend, BACKENDS)
-    audio = load_audio(args.audio, AUDIO_SR)
-    check_audio(audio, args.audio)
+    model, mel = MouthModel(args.model, p.backend), Mel.load(args.mel)
+    model.check_mel(mel, args.mel)
+    check_audio(args.audio)
     seconds = render(
-        MouthModel(args.model, p.backend),
-        Crops.load(args.crops),
-        args.template,
-        Mel.load(args.mel),
-        audio,
-        args.out,
-        blend=p.blend,
-        batch=p.batch,
+        model, Crops.load(args.crops), args.template, mel, args.audio, args.out, blend=p.blend, batch=p.batch
     )
     print(f"{args.out}: written; seconds per step " + ", ".join(f"{k} {v:.1f}" for k, v in seconds.items()))
 

@@ -1,4 +1,4 @@
-"""Stage train: learn the person's mouth from the prepared training clip -> models/best.pt, models/last.pt."""
+"""Stage train: learn the person's mouth from the prepared training clip -> models/best.pt (and models/resume.pt)."""
 
 import argparse
 
@@ -11,7 +11,7 @@ def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__)
     ap.add_argument("crops", help="crops.npz of the training clip")
     ap.add_argument("mel", help="mel.npz of the training clip")
-    ap.add_argument("models_dir", help="gets best.pt (lowest validation loss) and last.pt (to resume)")
+    ap.add_argument("models_dir", help="gets best.pt (lowest validation loss) and resume.pt (the run, to resume it)")
     ap.add_argument("live_dir", help="dvclive folder: per-epoch metrics, plots and preview images")
     args = ap.parse_args()
     p = load_params(
@@ -44,7 +44,7 @@ def main() -> None:
         train_split=p.TRAIN_SPLIT,
         seed=p.seed,
     )
-    with Live(args.live_dir, dvcyaml=None, save_dvc_exp=False, resume=p.resume) as live:
+    with Live(args.live_dir, dvcyaml=None, save_dvc_exp=False) as live:  # a resume re-logs its earlier epochs
         summary = fit(
             args.crops,
             args.mel,

@@ -5,6 +5,7 @@ from __future__ import annotations
 import struct
 import subprocess
 import sys
+from dataclasses import replace
 from fractions import Fraction
 from pathlib import Path
 
@@ -12,8 +13,47 @@ import av
 import cv2
 import numpy as np
 import pytest
+import torch
+
+from hygie_lib.checkpoint import DataInfo, save_checkpoint
+from hygie_lib.crops import mouth_mask
+from hygie_lib.model import HygieUNetLite
+from hygie_lib.render import prepare_template
 
 ROOT = Path(__file__).resolve().parents[1]
+
+
+DATA = DataInfo(
+    img_size=32, mouth_pad=0.5, ema_alpha=0.7, fps=25.0, sr=16000, n_fft=512, n_mels=80, mel_per_frame=4, mel_win=16
+)
+
+
+def save_model(path, img_size=32, seed=0):
+    """An untrained tiny checkpoint whose mouth output still depends on the audio (FiLM and head randomised)."""
+    torch.manual_seed(seed)
+    model = HygieUNetLite(mask=mouth_mask(img_size), widths=(8, 16), emb=16)
+    with torch.no_grad():
+        for p in model.parameters():
+            p.add_(0.05 * torch.randn_like(p))
+    save_checkpoint(path, model, replace(DATA, img_size=img_size))
+    return path
+
+
+@pytest.fixture(scope="session")
+def demo(tmp_path_factory):
+    """A 2 s synthetic template, a 3 s audio, its prepared template and a tiny model."""
+    from hygie_lib.synth import make_demo_data
+
+    d = tmp_path_factory.mktemp("render")
+    paths = make_demo_data(d / "raw", seed=3, train_seconds=1, template_seconds=2, audio_seconds=3, progress=False)
+    template = prepare_template(paths["template"], DATA)
+    return {
+        "dir": d,
+        "template_video": paths["template"],
+        "audio": paths["new_audio"],
+        "template": template,
+        "model": save_model(d / "model.pt"),
+    }
 
 
 def write_audio(path: Path, y: np.ndarray, sr: int, codec: str, channels: int = 1) -> Path:

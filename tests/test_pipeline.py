@@ -178,7 +178,7 @@ def test_repro_writes_every_artifact(repo):
     assert np.load(prep / "new_audio" / "mel.npz")["mel"].shape == (80, 75 * 4)
     assert json.loads((repo / "metrics" / "landmarks" / "train.json").read_text())["face_rate"] == 1.0
     assert not (prep / "template" / "audio.wav").exists(), "the template's sound is never prepared"
-    assert (repo / "models" / "best.pt").is_file() and (repo / "models" / "last.pt").is_file()
+    assert (repo / "models" / "best.pt").is_file() and not list(repo.glob("models/resume/*.pt"))  # nothing to resume
     train = json.loads((repo / "metrics" / "train" / "metrics.json").read_text())
     assert train["epochs"] == 2 and train["best_val_loss"] <= train["final_val_loss"]
     evaluation = json.loads((repo / "metrics" / "eval.json").read_text())
@@ -240,3 +240,34 @@ def test_queued_experiments_run(repo):
     assert status.count("Success") == 2, status
     shown = dvc("exp", "show", "--csv", "--only-changed", cwd=repo).stdout
     assert "0.005" in shown and ",8," in shown, shown
+
+
+def test_resume_after_a_kill_under_dvc_exp_run(repo):
+    """The README's way: `dvc exp run -S train.resume=true` continues the killed run, and only that run."""
+    import signal
+
+    import torch
+
+    env = {**os.environ, "PATH": f"{Path(sys.executable).parent}{os.pathsep}{os.environ['PATH']}"}
+    cmd = [sys.executable, "-m", "dvc", "exp", "run", "-S", "train.epochs=40", "-S", "train.lr=0.003"]
+    proc = subprocess.Popen(
+        cmd, cwd=repo, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True
+    )
+    deadline, states = time.time() + 300, []
+    while not (states and torch.load(states[0], weights_only=True)["epoch"] >= 3):
+        assert proc.poll() is None and time.time() < deadline, "training ended before it could be killed"
+        time.sleep(0.2)
+        states = list(repo.glob("models/resume/*.pt"))
+    os.killpg(proc.pid, signal.SIGKILL)  # as a power cut would: no cleanup at all
+    proc.wait()
+    killed = torch.load(states[0], weights_only=True)
+    assert killed["epoch"] < 40
+    dvc("exp", "run", "-S", "train.lr=0.05", "-S", "train.epochs=2", cwd=repo)  # another run in between
+    with pytest.raises(AssertionError, match=r"the interrupted run had other settings \(lr 0.003 -> 0.05\)"):
+        dvc("exp", "run", "-S", "train.lr=0.05", "-S", "train.epochs=3", "-S", "train.resume=true", cwd=repo)
+    out = dvc("exp", "run", "-S", "train.lr=0.003", "-S", "train.epochs=40", "-S", "train.resume=true", cwd=repo)
+    assert f"resuming after epoch {killed['epoch']}" in out.stdout + out.stderr
+    logged = pd.read_csv(repo / "metrics" / "train" / "plots" / "metrics" / "val" / "loss.tsv", sep="\t")
+    assert list(logged["step"]) == list(range(40))  # one run's curve, nothing of the run in between
+    np.testing.assert_allclose(logged["loss"][: killed["epoch"]], [row["val/loss"] for row in killed["history"]])
+    assert (repo / "models" / "best.pt").is_file() and not list(repo.glob("models/resume/*.pt"))

@@ -7,61 +7,25 @@ from dataclasses import replace
 import av
 import numpy as np
 import pytest
-import torch
-from conftest import write_audio, write_video
+from conftest import DATA, save_model, write_audio, write_video
 
 from hygie_lib.audio import load_audio
 from hygie_lib.blend import _roi
-from hygie_lib.checkpoint import DataInfo, save_checkpoint
 from hygie_lib.cli import main as hygie
 from hygie_lib.crops import Crops, mouth_mask
 from hygie_lib.inference import MouthModel
 from hygie_lib.io import HygieError
-from hygie_lib.model import HygieUNetLite
 from hygie_lib.render import (
     AUDIO_SR,
     METADATA,
     audio_features,
     pingpong_frames,
     pingpong_index,
-    prepare_template,
     reference_indices,
     render,
     render_frames,
 )
 from hygie_lib.video import iter_frames, probe_video
-
-DATA = DataInfo(
-    img_size=32, mouth_pad=0.5, ema_alpha=0.7, fps=25.0, sr=16000, n_fft=512, n_mels=80, mel_per_frame=4, mel_win=16
-)
-
-
-def save_model(path, img_size=32, seed=0):
-    """An untrained tiny checkpoint whose mouth output still depends on the audio (FiLM and head randomised)."""
-    torch.manual_seed(seed)
-    model = HygieUNetLite(mask=mouth_mask(img_size), widths=(8, 16), emb=16)
-    with torch.no_grad():
-        for p in model.parameters():
-            p.add_(0.05 * torch.randn_like(p))
-    save_checkpoint(path, model, replace(DATA, img_size=img_size))
-    return path
-
-
-@pytest.fixture(scope="module")
-def demo(tmp_path_factory):
-    """A 2 s synthetic template, a 3 s audio, its prepared template and a tiny model."""
-    from hygie_lib.synth import make_demo_data
-
-    d = tmp_path_factory.mktemp("render")
-    paths = make_demo_data(d / "raw", seed=3, train_seconds=1, template_seconds=2, audio_seconds=3, progress=False)
-    template = prepare_template(paths["template"], DATA)
-    return {
-        "dir": d,
-        "template_video": paths["template"],
-        "audio": paths["new_audio"],
-        "template": template,
-        "model": save_model(d / "model.pt"),
-    }
 
 
 def test_pingpong_order():
@@ -69,13 +33,26 @@ def test_pingpong_order():
     assert [pingpong_index(k, 1) for k in range(3)] == [0, 0, 0]
 
 
-def test_pingpong_frames_replay_the_decoded_frames(tmp_path):
-    frames = [np.full((16, 24, 3), 10 * i, np.uint8) for i in range(5)]
+def psnr(a: np.ndarray, b: np.ndarray) -> float:
+    return float(10 * np.log10(255**2 / max(np.mean((a.astype(float) - b) ** 2), 1e-9)))
+
+
+def assert_same(a: np.ndarray, b: np.ndarray, *, exact: bool) -> None:
+    """Equal pixels (first pass, straight from the decoder), or the same picture within JPEG error (replays)."""
+    if exact:
+        np.testing.assert_array_equal(a, b)
+    else:
+        assert psnr(a, b) > 40
+
+
+def test_pingpong_frames_replay_the_decoded_frames(tmp_path, face_image):
+    frames = [np.roll(face_image[:96, :128], 7 * i, axis=1) for i in range(5)]
     video = write_video(tmp_path / "t.mkv", frames, 25, codec="ffv1", pix_fmt="bgr0")  # lossless
     out = list(pingpong_frames(video, 25, 5, 12))
     assert [i for i, _ in out] == [0, 1, 2, 3, 4, 3, 2, 1, 0, 1, 2, 3]
-    for i, frame in out:
-        np.testing.assert_array_equal(frame, frames[i])
+    for k, (i, frame) in enumerate(out):
+        assert frame.shape == frames[i].shape
+        assert_same(frame, frames[i], exact=k < 5)
     assert [i for i, _ in pingpong_frames(video, 25, 5, 3)] == [0, 1, 2]  # shorter audio: stop at its end
 
 
@@ -85,7 +62,7 @@ def test_output_frames_change_only_the_mouth_and_skip_faceless_frames(demo):
     face[10:14] = False  # as if no face had been found there
     tpl = replace(tpl, face=face)
     model = MouthModel(demo["model"], "torch")
-    mel, _ = audio_features(demo["audio"], model.data)
+    mel = audio_features(demo["audio"], model.data)
     n_template = len(tpl.crops)
     out = list(render_frames(model, tpl, demo["template_video"], mel, blend="poisson", batch=16))
     assert len(out) == mel.n_frames == 75 > n_template  # the audio's length, template looped
@@ -94,13 +71,13 @@ def test_output_frames_change_only_the_mouth_and_skip_faceless_frames(demo):
     for k, frame in enumerate(out):
         i = pingpong_index(k, n_template)
         if not tpl.face[i]:
-            np.testing.assert_array_equal(frame, source[i])
+            assert_same(frame, source[i], exact=k < n_template)
             continue
         x0, y0, x1, y1 = _roi(tpl.boxes[i], *frame.shape[:2])
         outside = np.ones(frame.shape[:2], bool)
         outside[y0:y1, x0:x1] = False
-        np.testing.assert_array_equal(frame[outside], source[i][outside])
-        changed += not np.array_equal(frame, source[i])
+        assert_same(frame[outside], source[i][outside], exact=k < n_template)
+        changed += psnr(frame[y0:y1, x0:x1], source[i][y0:y1, x0:x1]) < 40
     assert changed > 60
 
 
@@ -171,21 +148,29 @@ def bad_render(demo, tmp_path, capsys, **override):
 
 def test_missing_and_corrupt_models(demo, tmp_path, capsys):
     assert "model not found" in bad_render(demo, tmp_path, capsys, model=tmp_path / "none.pt")
-    (tmp_path / "bad.pt").write_bytes(b"junk")
-    assert "bad.pt: not a readable HygieSync model" in bad_render(demo, tmp_path, capsys, model=tmp_path / "bad.pt")
+    (tmp_path / "bad.pt").write_bytes(np.random.default_rng(0).bytes(4096))
+    err = bad_render(demo, tmp_path, capsys, model=tmp_path / "bad.pt")
+    assert "bad.pt: not a HygieSync model (not a PyTorch checkpoint at all)" in err and "weights_only" not in err
     (tmp_path / "bad.onnx").write_bytes(b"junk")
-    assert "bad.onnx: not a readable HygieSync ONNX model" in bad_render(
-        demo, tmp_path, capsys, model=tmp_path / "bad.onnx"
+    assert "bad.onnx: not a HygieSync ONNX model" in bad_render(demo, tmp_path, capsys, model=tmp_path / "bad.onnx")
+    assert hygie(["export-onnx", "--model", str(demo["model"]), "--out", str(tmp_path / "m.onnx")]) == 0
+    (tmp_path / "m.onnx").rename(tmp_path / "exported.pt")  # an ONNX file under a checkpoint's name
+    assert "exported.pt: is an ONNX model, not a checkpoint. Name it exported.onnx" in bad_render(
+        demo, tmp_path, capsys, model=tmp_path / "exported.pt"
+    )
+    (tmp_path / "ckpt.onnx").write_bytes(demo["model"].read_bytes())  # and the other way round
+    assert "ckpt.onnx: is a PyTorch checkpoint, not ONNX" in bad_render(
+        demo, tmp_path, capsys, model=tmp_path / "ckpt.onnx"
     )
 
 
 def test_model_trained_on_other_crops_than_the_templates(demo, tmp_path):
     model = MouthModel(save_model(tmp_path / "m48.pt", img_size=48), "torch")
-    mel, audio = audio_features(demo["audio"], model.data)
+    mel = audio_features(demo["audio"], model.data)
     with pytest.raises(
         HygieError, match="its crops are 32px with MOUTH_PAD 0.5 at 25.0 fps but the model was trained on 48px"
     ):
-        render(model, demo["template"], demo["template_video"], mel, audio, tmp_path / "o.mp4", progress=False)
+        render(model, demo["template"], demo["template_video"], mel, demo["audio"], tmp_path / "o.mp4", progress=False)
     assert not list(tmp_path.glob("*.mp4")) and not list(tmp_path.glob(".o*"))
 
 

@@ -128,7 +128,7 @@ class FakeLive:
         self.steps += 1
 
 
-def run_fit(clip, out, epochs, resume=False, seed=0):
+def run_fit(clip, out, epochs, resume=False, seed=0, live=None):
     cfg = TrainConfig(
         mel_win=8,
         epochs=epochs,
@@ -141,7 +141,7 @@ def run_fit(clip, out, epochs, resume=False, seed=0):
         train_split=0.75,
         seed=seed,
     )
-    live = FakeLive()
+    live = FakeLive() if live is None else live
     summary = fit(
         clip / "crops.npz",
         clip / "mel.npz",
@@ -154,6 +154,23 @@ def run_fit(clip, out, epochs, resume=False, seed=0):
     return summary, live
 
 
+class Killed(Exception):
+    """Stands for a kill in the middle of training."""
+
+
+class FakeLiveKilledAt(FakeLive):
+    """A dvclive stand-in that kills the run when it reaches step `at`."""
+
+    def __init__(self, at: int):
+        super().__init__()
+        self.at = at
+
+    def next_step(self):
+        super().next_step()
+        if self.steps == self.at:
+            raise Killed
+
+
 def test_fit_learns_checkpoints_and_resumes(tiny_clip, tmp_path):
     summary, live = run_fit(tiny_clip, tmp_path, epochs=3)
     losses = [v for _, name, v in live.metrics if name == "val/loss"]
@@ -163,18 +180,43 @@ def test_fit_learns_checkpoints_and_resumes(tiny_clip, tmp_path):
     assert summary["best_val_loss"] == pytest.approx(min(losses))
     assert len(live.images) == 3 and live.images[0][1][2] == 3
     _, data, ckpt = load_checkpoint(tmp_path / "best.pt")
-    assert (data.img_size, data.mel_win, data.n_mels, data.ema_alpha) == (
-        32,
-        8,
-        16,
-        0.7,
-    )  # read from the prepared files
+    assert (data.img_size, data.mel_win, data.n_mels, data.ema_alpha) == (32, 8, 16, 0.7)  # from the prepared files
     assert ckpt["train"]["epoch"] == int(np.argmin(losses)) + 1
-    assert load_checkpoint(tmp_path / "last.pt")[2]["train"]["epoch"] == 3
-    summary2, live2 = run_fit(tiny_clip, tmp_path, epochs=5, resume=True)
-    assert [s for s, name, _ in live2.metrics if name == "val/loss"] == [0, 1]  # epochs 4 and 5 only
-    assert load_checkpoint(tmp_path / "last.pt")[2]["train"]["epoch"] == 5
-    json.dumps(summary2)  # plain numbers, ready for dvclive's summary
+    assert not list((tmp_path / "resume").glob("*.pt"))  # a finished run leaves nothing to resume
+    json.dumps(summary)  # plain numbers, ready for dvclive's summary
+
+
+def test_a_killed_run_resumes_as_if_never_stopped(tiny_clip, tmp_path):
+    _, whole = run_fit(tiny_clip, tmp_path / "whole", epochs=4)
+    with pytest.raises(Killed):
+        run_fit(tiny_clip, tmp_path / "cut", epochs=4, live=FakeLiveKilledAt(2))
+    (tmp_path / "cut" / "best.pt").unlink()  # what DVC does to an output before it reruns a stage
+    _, resumed = run_fit(tiny_clip, tmp_path / "cut", epochs=4, resume=True)
+    quality = lambda m: [(s, name, v) for s, name, v in m if name != "train/samples_per_s"]  # noqa: E731
+    assert quality(resumed.metrics) == quality(whole.metrics)  # the same curve, its first epochs re-logged
+    assert (tmp_path / "cut" / "best.pt").read_bytes() == (tmp_path / "whole" / "best.pt").read_bytes()
+
+
+def test_resume_keeps_the_best_checkpoint_and_refuses_other_settings(tiny_clip, tmp_path):
+    with pytest.raises(HygieError, match=r"resume: there is no interrupted run to resume"):
+        run_fit(tiny_clip, tmp_path, epochs=2, resume=True)
+    with pytest.raises(Killed):
+        run_fit(tiny_clip, tmp_path, epochs=4, live=FakeLiveKilledAt(2))
+    best = (tmp_path / "best.pt").read_bytes()
+    (tmp_path / "best.pt").unlink()  # what DVC does to an output before it reruns a stage
+    with pytest.raises(HygieError, match=r"had other settings \(seed 0 -> 1\).*train.resume=false"):
+        run_fit(tiny_clip, tmp_path, epochs=4, resume=True, seed=1)
+    small = tmp_path / "small"  # the data changed under the run: crops of another size
+    small.mkdir()
+    c = Crops.load(tiny_clip / "crops.npz")
+    Crops(c.crops[:, ::2, ::2], c.boxes, c.face, c.mask[::2, ::2], c.pad, c.alpha, c.fps, c.source).save(
+        small / "crops.npz"
+    )
+    (small / "mel.npz").write_bytes((tiny_clip / "mel.npz").read_bytes())
+    with pytest.raises(HygieError, match=r"img_size 32 -> 16"):
+        run_fit(small, tmp_path, epochs=4, resume=True)
+    run_fit(tiny_clip, tmp_path, epochs=2, resume=True)  # no epoch left to train, so none can improve on the best
+    assert (tmp_path / "best.pt").read_bytes() == best
 
 
 def test_fit_is_deterministic_with_a_seed(tiny_clip, tmp_path):
@@ -189,5 +231,8 @@ def test_corrupt_or_missing_checkpoint(tmp_path):
     with pytest.raises(HygieError, match="model not found"):
         load_checkpoint(tmp_path / "none.pt")
     (tmp_path / "bad.pt").write_bytes(b"not a model")
-    with pytest.raises(HygieError, match=r"bad\.pt: not a readable HygieSync model"):
+    with pytest.raises(HygieError, match=r"bad\.pt: not a HygieSync model \(not a PyTorch checkpoint at all\)"):
         load_checkpoint(tmp_path / "bad.pt")
+    torch.save({"weights": torch.zeros(3)}, tmp_path / "other.pt")  # a PyTorch file of something else
+    with pytest.raises(HygieError, match=r"other\.pt: a PyTorch file, but not a HygieSync model.*Retrain"):
+        load_checkpoint(tmp_path / "other.pt")

@@ -56,6 +56,25 @@ def test_writer_muxes_audio_of_the_right_length(tmp_path):
     assert len(list(iter_frames(tmp_path / "av.mp4", fps))) == 50
 
 
+def test_writer_pulls_streamed_audio_only_as_far_as_the_video(tmp_path):
+    """Ten minutes of audio must not sit in memory: chunks are read as the video advances."""
+    sr, fps, pulled = 16000, 25, []
+
+    def chunks():
+        for i in range(600):  # 60 s in 0.1 s chunks
+            pulled.append(i)
+            yield np.full(sr // 10, 0.1 * np.sin(i), np.float32)
+
+    with VideoWriter(tmp_path / "av.mp4", fps, 64, 48, audio=chunks(), sr=sr) as w:
+        for k, img in enumerate(index_frames(50, 48, 64)):
+            w.write(img)
+            assert len(pulled) <= (k + 1) / fps * 10 + 2  # at most a chunk (and a frame) ahead of the video
+    assert len(pulled) == 600  # closing writes the rest
+    with open_media(tmp_path / "av.mp4") as c:
+        a = c.streams.audio[0]
+        assert abs(float(a.duration * a.time_base) - 60.0) < 0.1
+
+
 def test_writer_refuses_odd_sizes(tmp_path):
     with pytest.raises(HygieError, match="even"):
         VideoWriter(tmp_path / "odd.mp4", 25, 63, 48)
