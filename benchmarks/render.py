@@ -53,7 +53,7 @@ def make_inputs(work: Path, model_path: str | None, seconds: float) -> dict[str,
             mel_win=t["MEL_WIN"],
         )
         model = HygieUNetLite(
-            mask=mouth_mask(data.img_size),
+            mask=mouth_mask(data.img_size, data.mouth_pad),
             widths=tuple(t["widths"]),
             emb=t["emb"],
             n_mels=data.n_mels,

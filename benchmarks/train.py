@@ -67,7 +67,7 @@ def main() -> None:
             crops, mel, per_frame=m["MEL_PER_FRAME"], mel_win=cfg.mel_win, ref_pool=np.arange(n), ref_gap=8
         )
         model = HygieUNetLite(
-            mask=mouth_mask(size),
+            mask=mouth_mask(size, p["build_crops"]["MOUTH_PAD"]),
             widths=tuple(t["widths"]),
             emb=t["emb"],
             n_mels=m["N_MELS"],

@@ -51,7 +51,8 @@ def cmd_probe(args: argparse.Namespace) -> int:
     with atomic_path(args.out) as tmp:
         if not cv2.imwrite(str(tmp), cv2.cvtColor(image, cv2.COLOR_RGB2BGR)):
             raise HygieError(f"{args.out}: could not write the image; check the folder is writable.")
-    print(f"{args.out}: first {args.frames} frames with lips (green), lip hull (blue), box (red), mask (yellow)")
+    drawn = "lips (green), lip hull (blue), jaw (magenta), box (red), mask (yellow)"
+    print(f"{args.out}: the first {args.frames} frames with {drawn}")
     return 0
 
 
@@ -132,7 +133,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument(
         "--fps", type=positive(float), default=25.0, help="frame rate to read at (default: 25, as video.fps)"
     )
-    p.add_argument("--pad", type=float, default=0.5, help="mouth box padding (default: 0.5, as build_crops.MOUTH_PAD)")
+    p.add_argument("--pad", type=float, default=1.3, help="mouth box padding (default: 1.3, as build_crops.MOUTH_PAD)")
     p.add_argument("--alpha", type=float, default=0.7, help="box smoothing (default: 0.7, as build_crops.EMA_ALPHA)")
     p.set_defaults(func=cmd_probe)
 

@@ -6,7 +6,13 @@ drops as the jaw opens) or the mask were the current lips' hull, the crop geomet
 would tell the network how open the mouth is, and at render time the template's closed mouth would tell
 it "closed" whatever the audio says. So the box is placed from landmarks that do not move with speech
 (eye centres give scale and roll, the nose gives position) and the mask is one fixed superellipse in crop
-coordinates, large enough for the lips at full jaw drop. The lips (FACEMESH_LIPS) are used to check that.
+coordinates.
+
+The mask hides everything that moves with speech, not just the lips: the jaw line, the chin at full jaw drop
+and the lower cheeks. Left visible, they tell the network how open the mouth is (the template's jaw at render
+time), and it copies them instead of listening. Its extent was measured on the real clips of ../shared/data
+(FaceMesh, in eye distances below the nose centroid): lips 0.36 to 1.14, chin 1.24 to 1.68, the jaw line at
+mouth height 0.85 to 1.07 to each side; `hygie probe` draws it with the lips and the jaw line.
 """
 
 from __future__ import annotations
@@ -24,20 +30,21 @@ from hygie_lib.io import HygieError, fingerprint, save_npz
 from hygie_lib.landmarks import NOSE, face_axes
 from hygie_lib.video import iter_frames
 
-NOSE_TO_MOUTH = 0.58  # box centre below the nose centroid, in eye distances (closed lips sit at ~0.52)
-MASK_CENTRE = (0.5, 0.56)  # mask centre (x, y), fraction of the crop side
-MASK_AXES = (0.43, 0.34)  # mask semi-axes (x, y), fraction of the crop side
-MASK_POWER = 3.0  # superellipse |x/a|^p + |y/b|^p <= 1: squarer than an ellipse, so raised mouth corners fit
+MASK_TOP, MASK_BOTTOM = 0.25, 1.9  # mask extent below the nose centroid (eye distances): under the nose, under the chin
+MASK_HALF_WIDTH = 1.0  # mask half-width (eye distances): past the jaw line and over the lower cheeks
+MASK_POWER = 3.0  # superellipse |x/a|^p + |y/b|^p <= 1: squarer than an ellipse, so the jaw's corners fit
+BORDER = 0.04  # fraction of the crop side left unmasked on every edge, for the blend's boundary
+NOSE_TO_CENTRE = (MASK_TOP + MASK_BOTTOM) / 2  # the box is centred on the mask
 
 
 def mouth_boxes(landmarks: np.ndarray, pad: float) -> np.ndarray:
     """Square mouth boxes [N, 3] = (cx, cy, side) in pixels from [N, 478, 3] landmarks; NaN rows where no face.
 
-    side = (1 + pad) * eye distance (a mouth is about one eye distance wide), centre NOSE_TO_MOUTH eye
-    distances below the nose along the face's own down axis, so head roll is followed.
+    side = (1 + pad) * eye distance, centre NOSE_TO_CENTRE eye distances below the nose along the face's own
+    down axis, so head roll is followed.
     """
     iod, down = face_axes(landmarks)  # [N], [N, 2]
-    centre = landmarks[:, NOSE, :2].mean(1) + down * (NOSE_TO_MOUTH * iod)[:, None]
+    centre = landmarks[:, NOSE, :2].mean(1) + down * (NOSE_TO_CENTRE * iod)[:, None]
     return np.column_stack([centre, (1.0 + pad) * iod]).astype(np.float64)
 
 
@@ -77,12 +84,18 @@ def crop(frame: np.ndarray, box: np.ndarray, size: int) -> np.ndarray:
     )
 
 
-def mouth_mask(size: int) -> np.ndarray:
-    """The fixed mouth mask [size, size] uint8 (1 inside): a superellipse over lips and jaw, same for every frame."""
-    u = (np.arange(size) + 0.5) / size  # pixel centres as fractions of the side
-    x = np.abs(u[None, :] - MASK_CENTRE[0]) / MASK_AXES[0]
-    y = np.abs(u[:, None] - MASK_CENTRE[1]) / MASK_AXES[1]
-    return (x**MASK_POWER + y**MASK_POWER <= 1.0).astype(np.uint8)
+def mouth_mask(size: int, pad: float) -> np.ndarray:
+    """The fixed mouth mask [size, size] uint8 (1 inside) of crops made with MOUTH_PAD `pad`: lips, jaw and chin."""
+    side = 1.0 + pad  # crop side in eye distances
+    a, b = MASK_HALF_WIDTH / side, (MASK_BOTTOM - MASK_TOP) / 2 / side  # semi-axes, fractions of the crop side
+    if max(a, b) > 0.5 - BORDER:
+        least = max(MASK_HALF_WIDTH, (MASK_BOTTOM - MASK_TOP) / 2) / (0.5 - BORDER) - 1.0
+        raise HygieError(
+            f"build_crops.MOUTH_PAD {pad} makes the crop too small for the mouth region (lips, jaw and chin) "
+            f"and a border to blend in; use {least:.2f} or more."
+        )
+    u = (np.arange(size) + 0.5) / size - 0.5  # pixel centres, from the crop centre, as fractions of the side
+    return ((np.abs(u[None, :]) / a) ** MASK_POWER + (np.abs(u[:, None]) / b) ** MASK_POWER <= 1.0).astype(np.uint8)
 
 
 @dataclass(frozen=True)
@@ -174,7 +187,7 @@ def build_crops(
         crops,
         boxes.astype(np.float32),
         face,
-        mouth_mask(size),
+        mouth_mask(size, pad),
         float(pad),
         float(alpha),
         float(fps),

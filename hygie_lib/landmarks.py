@@ -22,31 +22,36 @@ def _indices(connections: frozenset[tuple[int, int]]) -> np.ndarray:
     return np.array(sorted({i for edge in connections for i in edge}))
 
 
-def _loops(connections: frozenset[tuple[int, int]]) -> list[np.ndarray]:
-    """The connected components (closed contours) of a connection set, as index arrays."""
-    neighbours: dict[int, set[int]] = {}
+def rings(connections: frozenset[tuple[int, int]]) -> list[np.ndarray]:
+    """The closed loops of a FaceMesh connection set, each as landmark indices in walking order."""
+    neighbours: dict[int, list[int]] = {}
     for a, b in connections:
-        neighbours.setdefault(a, set()).add(b)
-        neighbours.setdefault(b, set()).add(a)
+        neighbours.setdefault(a, []).append(b)
+        neighbours.setdefault(b, []).append(a)
     loops, seen = [], set()
     for start in sorted(neighbours):
-        stack, loop = [start], []
-        while stack:
-            i = stack.pop()
-            if i not in seen:
-                seen.add(i)
-                loop.append(i)
-                stack += neighbours[i]
-        if loop:
-            loops.append(np.array(sorted(loop)))
+        if start in seen:
+            continue
+        ring, prev, node = [start], None, start
+        seen.add(start)
+        while True:
+            nxt = [n for n in neighbours[node] if n != prev and n not in seen]
+            if not nxt:
+                break
+            prev, node = node, min(nxt)
+            ring.append(node)
+            seen.add(node)
+        loops.append(np.array(ring))
     return loops
 
 
 LIPS = _indices(fmc.FACEMESH_LIPS)  # outer + inner lip contours
-LIP_LOOPS = _loops(fmc.FACEMESH_LIPS)  # the two 20-point lip contours; the inner one is the narrower
+OUTER_LIPS, INNER_LIPS = rings(fmc.FACEMESH_LIPS)  # the two 20-point lip contours in walking order (0 and 13 first)
 LEFT_EYE = _indices(fmc.FACEMESH_LEFT_EYE)
 RIGHT_EYE = _indices(fmc.FACEMESH_RIGHT_EYE)
 NOSE = _indices(fmc.FACEMESH_NOSE)
+# the face oval's lower half, ear to ear under the chin (152), in contour order: what moves with the jaw
+JAW = np.array([93, 132, 58, 172, 136, 150, 149, 176, 148, 152, 377, 400, 378, 379, 365, 397, 288, 361, 323])
 
 
 def eye_centres(landmarks: np.ndarray) -> tuple[np.ndarray, np.ndarray]:

@@ -6,7 +6,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from hygie_lib.landmarks import LIP_LOOPS, eye_centres, face_axes
+from hygie_lib.landmarks import INNER_LIPS, OUTER_LIPS, eye_centres, face_axes
 
 MAX_LAG = 10  # frames searched either way for the sync offset
 
@@ -38,16 +38,14 @@ def psnr(pred: torch.Tensor, target: torch.Tensor, mask: torch.Tensor) -> float:
 def mouth_aperture(landmarks: np.ndarray) -> np.ndarray:
     """Inner-lip opening [N] along the face's vertical axis, in eye distances (~0 closed); NaN where no face."""
     iod, down = face_axes(landmarks)
-    a, b = (landmarks[:, loop, :2] for loop in LIP_LOOPS)  # [N, 20, 2] each
-    inner = np.where((np.ptp(a[..., 0], 1) < np.ptp(b[..., 0], 1))[:, None, None], a, b)
-    depth = np.einsum("nkd,nd->nk", inner, down)
+    depth = np.einsum("nkd,nd->nk", landmarks[:, INNER_LIPS, :2], down)  # [N, 20] along the face's down axis
     return np.ptp(depth, axis=1) / iod
 
 
 def lip_distance(gen: np.ndarray, real: np.ndarray) -> np.ndarray:
     """LMD per frame: mean distance of the lip landmarks, in mouth widths (outer-lip width of the real frame)."""
-    lips = np.concatenate(LIP_LOOPS)
-    width = np.stack([np.ptp(real[:, loop, 0], axis=1) for loop in LIP_LOOPS]).max(0)
+    lips = np.concatenate([OUTER_LIPS, INNER_LIPS])
+    width = np.ptp(real[:, OUTER_LIPS, 0], axis=1)
     # align on the eyes first, so a model is not charged for the head position it did not draw
     offset = np.mean(eye_centres(real), 0) - np.mean(eye_centres(gen), 0)
     return np.linalg.norm(gen[:, lips, :2] + offset[:, None] - real[:, lips, :2], axis=-1).mean(1) / width

@@ -22,6 +22,7 @@ from tqdm import tqdm
 
 from hygie_lib.audio import write_wav
 from hygie_lib.io import HygieError, atomic_path
+from hygie_lib.landmarks import INNER_LIPS, OUTER_LIPS, rings
 from hygie_lib.video import VideoWriter, count_frames
 
 SIZE = 512  # output frames are SIZE x SIZE
@@ -69,29 +70,6 @@ def _falloff(d: np.ndarray, radius: float) -> np.ndarray:
 def _soft_step(d: np.ndarray, width: float) -> np.ndarray:
     """Anti-aliased step: 0 well below d = 0, 1 well above, linear over `width` pixels."""
     return np.clip(d / width + 0.5, 0.0, 1.0)
-
-
-def _rings(connections: frozenset) -> list[np.ndarray]:
-    """The closed loops of a FaceMesh connection set, each as landmark indices in walking order."""
-    neighbours: dict[int, list[int]] = {}
-    for a, b in connections:
-        neighbours.setdefault(a, []).append(b)
-        neighbours.setdefault(b, []).append(a)
-    rings, seen = [], set()
-    for start in sorted(neighbours):
-        if start in seen:
-            continue
-        ring, prev, node = [start], None, start
-        seen.add(start)
-        while True:
-            nxt = [n for n in neighbours[node] if n != prev and n not in seen]
-            if not nxt:
-                break
-            prev, node = node, min(nxt)
-            ring.append(node)
-            seen.add(node)
-        rings.append(np.array(ring))
-    return rings
 
 
 def _split_ring(ring: np.ndarray, points: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
@@ -150,13 +128,9 @@ def base_landmarks() -> np.ndarray:
 @functools.lru_cache(maxsize=1)
 def lip_chains() -> dict[str, np.ndarray]:
     """FaceMesh indices of the lip contours, left to right: inner_upper, inner_lower, outer_upper, outer_lower."""
-    from mediapipe.python.solutions.face_mesh_connections import FACEMESH_LIPS
-
     lm = base_landmarks()
-    rings = sorted(_rings(FACEMESH_LIPS), key=lambda r: _polygon_area(lm[r]))
-    inner, outer = rings[0], rings[-1]
-    iu, il = _split_ring(inner, lm)
-    ou, ol = _split_ring(outer, lm)
+    iu, il = _split_ring(INNER_LIPS, lm)
+    ou, ol = _split_ring(OUTER_LIPS, lm)
     return {"inner_upper": iu, "inner_lower": il, "outer_upper": ou, "outer_lower": ol}
 
 
@@ -166,7 +140,7 @@ def eye_chains() -> list[tuple[np.ndarray, np.ndarray]]:
     from mediapipe.python.solutions.face_mesh_connections import FACEMESH_LEFT_EYE, FACEMESH_RIGHT_EYE
 
     lm = base_landmarks()
-    return [_split_ring(_rings(conns)[0], lm) for conns in (FACEMESH_LEFT_EYE, FACEMESH_RIGHT_EYE)]
+    return [_split_ring(rings(conns)[0], lm) for conns in (FACEMESH_LEFT_EYE, FACEMESH_RIGHT_EYE)]
 
 
 @functools.lru_cache(maxsize=1)

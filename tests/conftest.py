@@ -24,14 +24,14 @@ ROOT = Path(__file__).resolve().parents[1]
 
 
 DATA = DataInfo(
-    img_size=32, mouth_pad=0.5, ema_alpha=0.7, fps=25.0, sr=16000, n_fft=512, n_mels=80, mel_per_frame=4, mel_win=16
+    img_size=32, mouth_pad=1.3, ema_alpha=0.7, fps=25.0, sr=16000, n_fft=512, n_mels=80, mel_per_frame=4, mel_win=16
 )
 
 
 def save_model(path, img_size=32, seed=0):
     """An untrained tiny checkpoint whose mouth output still depends on the audio (FiLM and head randomised)."""
     torch.manual_seed(seed)
-    model = HygieUNetLite(mask=mouth_mask(img_size), widths=(8, 16), emb=16)
+    model = HygieUNetLite(mask=mouth_mask(img_size, DATA.mouth_pad), widths=(8, 16), emb=16)
     with torch.no_grad():
         for p in model.parameters():
             p.add_(0.05 * torch.randn_like(p))

@@ -17,7 +17,7 @@ def scene():
 def test_pasting_the_frames_own_crop_changes_nothing(scene, mode):
     frame, box = scene
     mouth = crop(frame, box, 96)
-    out = paste_mouth(frame, mouth, box, mouth_mask(96), mode=mode)
+    out = paste_mouth(frame, mouth, box, mouth_mask(96, 1.3), mode=mode)
     diff = np.abs(out.astype(int) - frame)
     assert diff.mean() < 0.5 and np.percentile(diff, 99.9) <= 8  # only resampling error, and no shift
 
@@ -27,7 +27,7 @@ def test_paste_changes_only_the_mouth_region(scene, mode):
     frame, box = scene
     mouth = crop(frame, box, 96)
     mouth[40:70, 25:70] = 20  # a dark open mouth in the middle of the mask
-    out = paste_mouth(frame, mouth, box, mouth_mask(96), mode=mode)
+    out = paste_mouth(frame, mouth, box, mouth_mask(96, 1.3), mode=mode)
     cx, cy, side = box
     outside = np.ones(frame.shape[:2], bool)
     outside[int(cy - side / 2) - 1 : int(cy + side / 2) + 2, int(cx - side / 2) - 1 : int(cx + side / 2) + 2] = False
@@ -40,7 +40,7 @@ def test_paste_changes_only_the_mouth_region(scene, mode):
 def test_box_partly_outside_the_frame(scene, mode):
     frame, _ = scene
     box = np.array([300.0, 230.0, 90.0])
-    out = paste_mouth(frame, np.zeros((96, 96, 3), np.uint8), box, mouth_mask(96), mode=mode)
+    out = paste_mouth(frame, np.zeros((96, 96, 3), np.uint8), box, mouth_mask(96, 1.3), mode=mode)
     assert out.shape == frame.shape and np.array_equal(out[:100], frame[:100])
 
 
@@ -50,6 +50,6 @@ def test_unknown_mode():
             np.zeros((10, 10, 3), np.uint8),
             np.zeros((8, 8, 3), np.uint8),
             np.array([5.0, 5, 8]),
-            mouth_mask(8),
+            mouth_mask(8, 1.3),
             mode="x",
         )

@@ -4,24 +4,22 @@ from conftest import write_video
 
 from hygie_lib.crops import Crops, build_crops, crop, crop_matrix, mouth_boxes, mouth_mask, smooth_boxes
 from hygie_lib.io import HygieError
-from hygie_lib.landmarks import LIPS
+from hygie_lib.landmarks import JAW, LEFT_EYE, LIPS, RIGHT_EYE
 
 
-def lips_in_crop(landmarks: np.ndarray, box: np.ndarray, size: int) -> np.ndarray:
-    """Lip landmarks in crop pixel coordinates."""
+def in_crop(points: np.ndarray, box: np.ndarray, size: int) -> np.ndarray:
+    """Frame points [K, 2] in crop pixel coordinates."""
     m = crop_matrix(box, size)
-    xy = landmarks[LIPS, :2]
-    return xy @ m[:, :2].T + m[:, 2]
+    return points @ m[:, :2].T + m[:, 2]
 
 
-def test_box_side_grows_with_padding_and_is_centred_on_the_mouth(face_landmarks):
+def test_box_side_grows_with_padding_and_holds_lips_jaw_and_chin(face_landmarks):
     lm = face_landmarks[None]
-    b0, b5 = mouth_boxes(lm, 0.0)[0], mouth_boxes(lm, 0.5)[0]
-    assert b5[2] == pytest.approx(1.5 * b0[2])
-    np.testing.assert_allclose(b0[:2], b5[:2])
-    lips = face_landmarks[LIPS, :2]
-    assert np.all(np.abs(lips.mean(0) - b5[:2]) < 0.2 * b5[2])  # the lips sit near the middle
-    assert lips[:, 0].ptp() < b5[2]  # and fit across
+    b0, b13 = mouth_boxes(lm, 0.0)[0], mouth_boxes(lm, 1.3)[0]
+    assert b13[2] == pytest.approx(2.3 * b0[2])
+    np.testing.assert_allclose(b0[:2], b13[:2])
+    moving = face_landmarks[np.concatenate([LIPS, JAW[3:-3]]), :2]  # lips, chin and jaw line below the mouth corners
+    assert np.all(np.abs(moving - b13[:2]) < 0.45 * b13[2])  # well inside the box
 
 
 def test_box_does_not_move_when_only_the_mouth_moves(face_landmarks):
@@ -29,22 +27,31 @@ def test_box_does_not_move_when_only_the_mouth_moves(face_landmarks):
     opened = face_landmarks.copy()
     lips = face_landmarks[LIPS, :2]
     lower = LIPS[lips[:, 1] > lips[:, 1].mean()]
-    opened[lower, 1] += 0.3 * lips[:, 0].ptp()
-    np.testing.assert_array_equal(mouth_boxes(face_landmarks[None], 0.5), mouth_boxes(opened[None], 0.5))
+    opened[lower, 1] += 0.3 * np.ptp(lips[:, 0])
+    opened[JAW, 1] += 0.3 * np.ptp(lips[:, 0])
+    np.testing.assert_array_equal(mouth_boxes(face_landmarks[None], 1.3), mouth_boxes(opened[None], 1.3))
 
 
-def test_mask_is_fixed_covers_the_lips_and_leaves_a_border(face_landmarks):
+def test_mask_hides_lips_jaw_and_chin_at_full_jaw_drop_and_leaves_a_border(face_landmarks):
     size = 96
-    mask = mouth_mask(size)
-    np.testing.assert_array_equal(mask, mouth_mask(size))
+    mask = mouth_mask(size, 1.3)
+    np.testing.assert_array_equal(mask, mouth_mask(size, 1.3))
     assert set(np.unique(mask)) == {0, 1}
-    box = mouth_boxes(face_landmarks[None], 0.5)[0]
-    xy = lips_in_crop(face_landmarks, box, size).round().astype(int)
-    assert mask[xy[:, 1], xy[:, 0]].all(), "every lip point is inside the mask"
+    box = mouth_boxes(face_landmarks[None], 1.3)[0]
+    iod = np.linalg.norm(np.subtract(*(face_landmarks[e, :2].mean(0) for e in (LEFT_EYE, RIGHT_EYE))))
+    dropped = face_landmarks.copy()  # the jaw dropped by a third of an eye distance, more than any real clip showed
+    lips = face_landmarks[LIPS, :2]
+    dropped[LIPS[lips[:, 1] > lips[:, 1].mean()], 1] += iod / 3
+    dropped[JAW[3:-3], 1] += iod / 3
+    for lm in (face_landmarks, dropped):
+        xy = in_crop(lm[np.concatenate([LIPS, JAW[3:-3]]), :2], box, size).round().astype(int)
+        assert mask[xy[:, 1], xy[:, 0]].all(), "every lip, chin and lower jaw point is inside the mask"
     border = np.ones_like(mask, bool)
-    border[4:-4, 4:-4] = False
+    border[3:-3, 3:-3] = False
     assert not mask[border].any(), "a ring around the crop stays unmasked for blending"
-    assert 0.25 < mask.mean() < 0.6
+    assert 0.3 < mask.mean() < 0.7
+    with pytest.raises(HygieError, match="MOUTH_PAD 0.5 makes the crop too small.*use 1.17 or more"):
+        mouth_mask(size, 0.5)
 
 
 def test_smoothing_constant_is_constant_and_steps_have_zero_lag():
@@ -84,25 +91,25 @@ def test_build_crops_keeps_every_frame(tmp_path, face_image, face_landmarks):
     path = write_video(tmp_path / "v.mp4", frames, 25)
     lm = np.stack([face_landmarks + np.array([2 * i, 0, 0], np.float32) for i in range(6)])
     lm[2] = np.nan  # a frame without a face keeps its place, with a held box
-    out = build_crops(path, lm, 25, size=64, pad=0.5, alpha=0.0, progress=False)
+    out = build_crops(path, lm, 25, size=64, pad=1.3, alpha=0.0, progress=False)
     assert out.crops.shape == (6, 64, 64, 3) and out.crops.dtype == np.uint8 and out.size == 64
     assert list(out.face) == [True, True, False, True, True, True]
     np.testing.assert_allclose(out.boxes[2], out.boxes[1])
     assert np.abs(out.crops[0].astype(int) - out.crops[5]).mean() < 12  # box follows the face
-    np.testing.assert_array_equal(out.mask, mouth_mask(64))
+    np.testing.assert_array_equal(out.mask, mouth_mask(64, 1.3))
 
 
 def test_crops_file_records_how_and_from_what_it_was_made(tmp_path, face_image, face_landmarks):
     path = write_video(tmp_path / "v.mp4", [face_image] * 3, 25)
-    made = build_crops(path, np.stack([face_landmarks] * 3), 25, size=32, pad=0.6, alpha=0.5, progress=False)
+    made = build_crops(path, np.stack([face_landmarks] * 3), 25, size=32, pad=1.3, alpha=0.5, progress=False)
     made.save(tmp_path / "crops.npz")
     back = Crops.load(tmp_path / "crops.npz")
-    assert (back.size, back.pad, back.alpha, back.fps) == (32, 0.6, 0.5, 25.0)
+    assert (back.size, back.pad, back.alpha, back.fps) == (32, 1.3, 0.5, 25.0)
     np.testing.assert_array_equal(back.crops, made.crops)
-    assert back.fits(size=32, pad=0.6, fps=25.0, mask=mouth_mask(32))
-    assert not back.fits(size=32, pad=0.5, fps=25.0, mask=mouth_mask(32))
-    assert not back.fits(size=32, pad=0.6, fps=30.0, mask=mouth_mask(32))
-    assert not back.fits(size=32, pad=0.6, fps=25.0, mask=1 - mouth_mask(32))
+    assert back.fits(size=32, pad=1.3, fps=25.0, mask=mouth_mask(32, 1.3))
+    assert not back.fits(size=32, pad=1.4, fps=25.0, mask=mouth_mask(32, 1.3))
+    assert not back.fits(size=32, pad=1.3, fps=30.0, mask=mouth_mask(32, 1.3))
+    assert not back.fits(size=32, pad=1.3, fps=25.0, mask=1 - mouth_mask(32, 1.3))
     assert back.made_from(path)
     other = write_video(tmp_path / "w.mp4", [np.roll(face_image, 5, axis=0)] * 3, 25)  # same frame count, other content
     assert not back.made_from(other)

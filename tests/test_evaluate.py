@@ -17,14 +17,14 @@ def test_sync_finds_the_lag_between_two_signals():
 
 
 def test_lip_distance_is_in_mouth_widths_and_ignores_head_motion():
-    from hygie_lib.landmarks import LIP_LOOPS
+    from hygie_lib.landmarks import INNER_LIPS, OUTER_LIPS
 
     rng = np.random.default_rng(1)
 
     lm = rng.normal(200, 30, (4, 478, 3)).astype(np.float32)
     assert np.allclose(lip_distance(lm, lm), 0)
     moved = lm.copy()
-    moved[:, np.concatenate(LIP_LOOPS), 1] += 10  # lips 10 px lower, eyes in place
-    width = np.stack([np.ptp(lm[:, loop, 0], axis=1) for loop in LIP_LOOPS]).max(0)
+    moved[:, np.concatenate([OUTER_LIPS, INNER_LIPS]), 1] += 10  # lips 10 px lower, eyes in place
+    width = np.ptp(lm[:, OUTER_LIPS, 0], axis=1)
     np.testing.assert_allclose(lip_distance(moved, lm), 10 / width, rtol=1e-4)
     np.testing.assert_allclose(lip_distance(lm + 25, lm), 0, atol=1e-4)  # a head shift is not charged

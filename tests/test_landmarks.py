@@ -40,16 +40,17 @@ def test_face_rate_check(tmp_path):
 
 
 def test_mouth_aperture_grows_when_the_lower_lip_drops(face_landmarks):
-    from hygie_lib.landmarks import LIP_LOOPS
+    from hygie_lib.landmarks import INNER_LIPS, OUTER_LIPS
     from hygie_lib.metrics import mouth_aperture
 
-    assert [len(loop) for loop in LIP_LOOPS] == [20, 20]
+    assert len(OUTER_LIPS) == len(INNER_LIPS) == 20 and OUTER_LIPS[0] == 0 and INNER_LIPS[0] == 13
     from hygie_lib.landmarks import eye_centres
 
     closed = face_landmarks.copy()
     left, right = eye_centres(closed[None])
     across = ((left - right) / np.linalg.norm(left - right))[0]
-    inner = min(LIP_LOOPS, key=lambda loop: np.ptp(closed[loop, 0]))
+    inner = INNER_LIPS
+    assert np.ptp(closed[inner, 0]) < np.ptp(closed[OUTER_LIPS, 0])  # the inner contour is the narrower
     centre = closed[inner, :2].mean(0)
     # inner lips pressed together on one line parallel to the eyes (the face is slightly rolled)
     closed[inner, :2] = centre + np.outer((closed[inner, :2] - centre) @ across, across)

@@ -142,7 +142,7 @@ def test_audio_conditioning_learns_two_mouths():
 
 
 DATA = DataInfo(
-    img_size=64, mouth_pad=0.5, ema_alpha=0.7, fps=25.0, sr=16000, n_fft=512, n_mels=40, mel_per_frame=4, mel_win=12
+    img_size=64, mouth_pad=1.3, ema_alpha=0.7, fps=25.0, sr=16000, n_fft=512, n_mels=40, mel_per_frame=4, mel_win=12
 )
 
 

@@ -121,7 +121,7 @@ def dvc(*args: str, cwd: Path) -> subprocess.CompletedProcess:
 # every value the assertions below rely on is set here, so the suite does not depend on params.yaml's current values
 TINY = {
     "video": {"fps": 25},
-    "build_crops": {"IMG_SIZE": 32, "MOUTH_PAD": 0.5},
+    "build_crops": {"IMG_SIZE": 32, "MOUTH_PAD": 1.3},
     "compute_mel": {"N_MELS": 80, "MEL_PER_FRAME": 4},
     "train": {
         "MEL_WIN": 16,
@@ -209,7 +209,7 @@ def test_stage_outputs_are_deterministic(repo):
 
 def test_changing_mouth_pad_reruns_only_what_depends_on_it(repo):
     params = repo / "params.yaml"
-    text, count = re.subn(r"MOUTH_PAD: [\d.]+", "MOUTH_PAD: 0.8", params.read_text())
+    text, count = re.subn(r"MOUTH_PAD: [\d.]+", "MOUTH_PAD: 1.5", params.read_text())
     assert count == 1
     params.write_text(text)
     changed = set(json.loads(dvc("status", "--json", cwd=repo).stdout))
@@ -217,7 +217,7 @@ def test_changing_mouth_pad_reruns_only_what_depends_on_it(repo):
     out = dvc("repro", cwd=repo).stdout
     ran = set(re.findall(r"Running stage '([^']+)'", out))
     assert ran == {"build_crops@train", "build_crops@template", "train", "evaluate", "render"}
-    git_commit(repo, "MOUTH_PAD 0.8")
+    git_commit(repo, "MOUTH_PAD 1.5")
 
 
 def test_experiment_reruns_training_and_metrics_diff_shows_it(repo):

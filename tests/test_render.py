@@ -133,7 +133,7 @@ def test_exported_onnx_file_renders_like_the_checkpoint(demo, tmp_path):
     assert hygie(["export-onnx", "--model", str(demo["model"]), "--out", str(onnx)]) == 0
     exported, checkpoint = MouthModel(onnx), MouthModel(demo["model"], "torch")
     assert exported.data == DATA and exported.reference
-    np.testing.assert_array_equal(exported.mask, mouth_mask(32))
+    np.testing.assert_array_equal(exported.mask, mouth_mask(32, 1.3))
     a, b = exported.generate(*generate_inputs(1)), checkpoint.generate(*generate_inputs(1))
     assert np.abs(a.astype(int) - b).max() <= 1 and np.abs(a.astype(int) - generate_inputs(1)[0]).mean() > 1
 
@@ -168,7 +168,7 @@ def test_model_trained_on_other_crops_than_the_templates(demo, tmp_path):
     model = MouthModel(save_model(tmp_path / "m48.pt", img_size=48), "torch")
     mel = audio_features(demo["audio"], model.data)
     with pytest.raises(
-        HygieError, match="its crops are 32px with MOUTH_PAD 0.5 at 25.0 fps but the model was trained on 48px"
+        HygieError, match="its crops are 32px with MOUTH_PAD 1.3 at 25.0 fps but the model was trained on 48px"
     ):
         render(model, demo["template"], demo["template_video"], mel, demo["audio"], tmp_path / "o.mp4", progress=False)
     assert not list(tmp_path.glob("*.mp4")) and not list(tmp_path.glob(".o*"))
