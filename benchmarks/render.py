@@ -33,7 +33,7 @@ from hygie_lib.model import HygieUNetLite  # noqa: E402
 from hygie_lib.render import LOOP_JPEG, audio_features, prepare_template, render  # noqa: E402
 from hygie_lib.video import VideoWriter, iter_frames  # noqa: E402
 
-STEPS = ["decode", "crops", "mel", "model", "blend", "encode"]  # encode runs in its own thread, overlapping
+STEPS = ["decode", "crops", "cond", "model", "blend", "encode"]  # encode runs in its own thread, overlapping
 
 
 def make_inputs(work: Path, model_path: str | None, seconds: float) -> dict[str, str]:

@@ -107,6 +107,13 @@ def mel_windows(mel: np.ndarray, frames: np.ndarray, *, per_frame: int, win: int
     return np.moveaxis(mel[:, idx], 0, -2)
 
 
+def frame_energy(mel: np.ndarray, per_frame: int) -> np.ndarray:
+    """Log power of each video frame [n_frames]: the mel power summed over bands, averaged over the frame's columns."""
+    n = mel.shape[1] // per_frame
+    power = np.exp(mel[:, : n * per_frame].astype(np.float64)).sum(0)  # [n * per_frame]
+    return np.log(power.reshape(n, per_frame).mean(1))
+
+
 @dataclass(frozen=True)
 class Mel:
     """A clip's log-mel [n_mels, n_frames * per_frame] and the settings it was made with (the compute_mel output)."""

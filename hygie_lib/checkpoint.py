@@ -1,8 +1,9 @@
-"""Model checkpoints: the weights, the model's config and the one record of how its inputs were made (`DataInfo`).
+"""Model checkpoints: the weights, the model's config, the one record of how its inputs were made (`DataInfo`) and
+the recording's shape model (audio -> mouth shape, A/V offset), so one file renders.
 
 A checkpoint is plain data (dicts, lists, numbers, tensors), so it loads with torch.load(weights_only=True):
-    {"config": model.config, "data": asdict(DataInfo), "state_dict": ..., "train": {...}}
-`train` holds what resuming needs (optimizer, scheduler, epoch, RNG states, run identity); inference ignores it.
+    {"config": model.config, "data": asdict(DataInfo), "shapes": ShapeModel.arrays(), "state_dict": ..., "train": {}}
+`train` says how training went (the best epoch); inference ignores it.
 """
 
 from __future__ import annotations
@@ -12,9 +13,11 @@ import os
 from dataclasses import asdict, dataclass, fields
 from pathlib import Path
 
+import numpy as np
 import torch
 
 from hygie_lib.audio import Mel
+from hygie_lib.audio2shape import ShapeModel
 from hygie_lib.crops import Crops
 from hygie_lib.io import HygieError, atomic_path
 from hygie_lib.model import HygieUNetLite
@@ -64,11 +67,23 @@ def build_model(config: dict, data: DataInfo) -> HygieUNetLite:
     )
 
 
-def save_checkpoint(path: str | os.PathLike, model: HygieUNetLite, data: DataInfo, train: dict | None = None) -> None:
-    """Write a checkpoint atomically (weights, config, data record, and optionally how training went)."""
-    save_state(
-        path, {"config": model.config, "data": asdict(data), "state_dict": model.state_dict(), "train": train or {}}
-    )
+@dataclass(frozen=True)
+class Checkpoint:
+    """A loaded checkpoint: the model (eval mode), how its inputs were made, its shape model, how training went."""
+
+    model: HygieUNetLite
+    data: DataInfo
+    shapes: ShapeModel
+    train: dict
+
+
+def save_checkpoint(
+    path: str | os.PathLike, model: HygieUNetLite, data: DataInfo, shapes: ShapeModel, train: dict | None = None
+) -> None:
+    """Write a checkpoint atomically (weights, config, data record, shape model, and optionally how training went)."""
+    arrays = {k: torch.from_numpy(np.array(v)) for k, v in shapes.arrays().items()}
+    state = {"config": model.config, "data": asdict(data), "shapes": arrays, "state_dict": model.state_dict()}
+    save_state(path, {**state, "train": train or {}})
 
 
 def save_state(path: str | os.PathLike, state: dict) -> None:
@@ -79,10 +94,8 @@ def save_state(path: str | os.PathLike, state: dict) -> None:
         tmp.write_bytes(buf.getbuffer())
 
 
-def load_checkpoint(
-    path: str | os.PathLike, device: torch.device | str = "cpu"
-) -> tuple[HygieUNetLite, DataInfo, dict]:
-    """(model in eval mode, its DataInfo, the whole checkpoint dict); a HygieError names a missing or unusable file."""
+def load_checkpoint(path: str | os.PathLike, device: torch.device | str = "cpu") -> Checkpoint:
+    """The checkpoint at `path`; a HygieError names a missing or unusable file."""
     path = Path(path)
     if not path.is_file():
         raise HygieError(f"{path}: model not found. Train one with `dvc repro train`.")
@@ -100,13 +113,14 @@ def load_checkpoint(
         data = DataInfo.from_dict(ckpt["data"])
         model = build_model(ckpt["config"], data).to(device)
         model.load_state_dict(ckpt["state_dict"])
+        shapes = ShapeModel.from_arrays({k: v.numpy() for k, v in ckpt["shapes"].items()})
     except Exception as e:  # any failure here means the file is not a usable checkpoint
         reason = f"{type(e).__name__}: {e}".splitlines()[0][:200]
         raise HygieError(
             f"{path}: a PyTorch file, but not a HygieSync model of this version ({reason}). "
             "Retrain it with `dvc repro train`."
         ) from e
-    return model.eval(), data, ckpt
+    return Checkpoint(model.eval(), data, shapes, ckpt["train"])
 
 
 def _is_onnx(path: Path) -> bool:

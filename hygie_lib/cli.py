@@ -107,8 +107,8 @@ def cmd_export_onnx(args: argparse.Namespace) -> int:
     from hygie_lib.inference import export_onnx
 
     check_output(args.out, suffixes=[".onnx"], inputs=[args.model])
-    model, data, _ = load_checkpoint(args.model)
-    onnx = export_onnx(model, data)
+    ckpt = load_checkpoint(args.model)
+    onnx = export_onnx(ckpt.model, ckpt.data, ckpt.shapes)
     with atomic_path(args.out) as tmp:
         tmp.write_bytes(onnx)
     print(f"{args.out}: ONNX model ({len(onnx) / 1e6:.1f} MB); use it with `hygie render --model {args.out}`")

@@ -105,6 +105,7 @@ class Crops:
     crops: np.ndarray  # [N, S, S, 3] uint8 RGB
     boxes: np.ndarray  # [N, 3] float32 (cx, cy, side) in frame pixels, smoothed
     face: np.ndarray  # [N] bool, a face was found
+    landmarks: np.ndarray  # [N, 478, 3] float32 FaceMesh points in frame pixels, NaN where no face
     mask: np.ndarray  # [S, S] uint8, 1 where the mouth is hidden and regenerated
     pad: float  # MOUTH_PAD
     alpha: float  # EMA_ALPHA
@@ -123,6 +124,7 @@ class Crops:
             crops=self.crops,
             boxes=self.boxes,
             face=self.face,
+            landmarks=self.landmarks,
             mask=self.mask,
             pad=np.float64(self.pad),
             alpha=np.float64(self.alpha),
@@ -139,6 +141,7 @@ class Crops:
                     z["crops"],
                     z["boxes"],
                     z["face"],
+                    z["landmarks"],
                     z["mask"],
                     float(z["pad"]),
                     float(z["alpha"]),
@@ -187,6 +190,7 @@ def build_crops(
         crops,
         boxes.astype(np.float32),
         face,
+        landmarks.astype(np.float32),
         mouth_mask(size, pad),
         float(pad),
         float(alpha),

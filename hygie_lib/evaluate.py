@@ -7,40 +7,44 @@
 from __future__ import annotations
 
 import os
+import tempfile
+from dataclasses import replace
+from itertools import islice
+from pathlib import Path
 
+import cv2
 import numpy as np
 import pandas as pd
 import torch
 from tqdm import tqdm
 
-from hygie_lib.audio import Mel, mel_windows
+from hygie_lib.audio import Mel, load_audio, write_wav
+from hygie_lib.audio2shape import silent_frames
 from hygie_lib.blend import paste_mouth
 from hygie_lib.crops import Crops, crop
-from hygie_lib.inference import MouthModel
+from hygie_lib.inference import HeardAudio, HeardShapes, MouthModel
+from hygie_lib.io import atomic_path, fingerprint
 from hygie_lib.landmarks import FaceMesh
-from hygie_lib.metrics import lag_correlation, lip_distance, mouth_aperture, ssim, sync
-from hygie_lib.split import audio_span, pick_references, reference_gap, time_split
-from hygie_lib.video import iter_frames
+from hygie_lib.metrics import closed_level, lag_correlation, lip_distance, mouth_aperture, ssim, sync
+from hygie_lib.render import LOOP_JPEG, render
+from hygie_lib.split import Split, heldout_gap, pick_references, reference_gap, time_split
+from hygie_lib.video import VideoWriter, iter_frames
 
 
 def generate_frames(
     model: MouthModel,
     crops: Crops,
-    mel: np.ndarray,
+    heard: HeardShapes | HeardAudio,
     frames: np.ndarray,
     refs: np.ndarray,
-    *,
-    per_frame: int,
     batch: int = 32,
 ) -> np.ndarray:
-    """Crops [len(frames), S, S, 3] uint8 of `frames` regenerated hearing `mel` [n_mels, C], with references `refs`."""
+    """Crops [len(frames), S, S, 3] uint8 of the clip's `frames` regenerated from what was `heard`."""
     out = []
     for i in range(0, len(frames), batch):
         f = frames[i : i + batch]
         ref = crops.crops[refs[i : i + batch]] if model.reference else None
-        out.append(
-            model.generate(crops.crops[f], ref, mel_windows(mel, f, per_frame=per_frame, win=model.data.mel_win))
-        )
+        out.append(model.generate(crops.crops[f], ref, heard.conditions(f, crops.landmarks[f], crops.boxes[f])))
     return np.concatenate(out)
 
 
@@ -59,7 +63,6 @@ def evaluate_heldout(
     video: str | os.PathLike,
     model: MouthModel,
     crops: Crops,
-    landmarks: np.ndarray,
     mel: Mel,
     *,
     train_split: float,
@@ -73,18 +76,16 @@ def evaluate_heldout(
     Each metric also comes with the audio shifted by `shift` frames (suffix `_shifted`); with `truth` (per-frame
     ground-truth openness of the synthetic speaker) also the correlation of the generated aperture with it.
     """
-    d = model.data
+    d, offset, landmarks = model.data, model.shapes.offset, crops.landmarks
     model.check_crops(crops, video)
-    split = time_split(crops.face, train_split=train_split, gap=audio_span(d.mel_win, d.mel_per_frame))
+    split = heldout_split(model, crops, train_split)
     frames = split.val_frames
     refs = pick_references(
         frames, split.train_frames, reference_gap(d.mel_win, d.mel_per_frame), np.random.default_rng(0)
     )
     runs = {"": 0, "_shifted": shift}
     generated = {
-        name: generate_frames(
-            model, crops, np.roll(mel.mel, -lag * mel.per_frame, axis=1), frames, refs, per_frame=mel.per_frame
-        )
+        name: generate_frames(model, crops, model.hear(mel, offset=offset + lag), frames, refs)
         for name, lag in runs.items()
     }
     weight = model.mask.astype(np.float64)
@@ -137,6 +138,12 @@ def evaluate_heldout(
     return _rounded(metrics), table
 
 
+def heldout_split(model: MouthModel, crops: Crops, train_split: float) -> Split:
+    """The split the model was trained with: the held-out block starts after a gap as wide as the audio it heard."""
+    gap = heldout_gap(model.data.mel_win, model.data.mel_per_frame, model.shapes.offset)
+    return time_split(crops.face, train_split=train_split, gap=gap)
+
+
 def evaluate_render(rendered: str | os.PathLike, fps: float, truth: np.ndarray) -> dict[str, float]:
     """The product itself: the rendered video's mouth (FaceMesh aperture) against the new audio's per-frame truth."""
     ap = video_apertures(rendered, fps)
@@ -148,3 +155,123 @@ def evaluate_render(rendered: str | os.PathLike, fps: float, truth: np.ndarray) 
 def _rounded(metrics: dict) -> dict:
     """Floats rounded to 4 decimals, for a readable eval.json."""
     return {k: round(v, 4) if isinstance(v, float) else v for k, v in metrics.items()}
+
+
+def cross_check(
+    video: str | os.PathLike,
+    model: MouthModel,
+    crops: Crops,
+    mel: Mel,
+    audio: np.ndarray,
+    out_video: str | os.PathLike,
+    *,
+    train_split: float,
+    blend: str,
+    shift: int,
+    max_frames: int = 500,
+    progress: bool = True,
+) -> tuple[dict, pd.DataFrame, np.ndarray]:
+    """The product's own test, on the held-out block of the training recording: no ground truth needed.
+
+    The block's frames played backwards become the template (its own jaw moves, with other speech), and its
+    audio (`audio`: the recording's, mono at `mel.sr`) plays forwards; the render is measured against the real
+    forward frames. Returns metrics (`cross_corr`: generated vs real aperture at lag 0, `cross_lag`: the best
+    lag in +-MAX_LAG, `leak_corr`: generated vs the template's own aperture, each also with the audio shifted by
+    `shift` frames; `open_in_silence` of the real and the generated frames), a per-frame table and a contact
+    sheet (rows: real | generated | template mouths), and writes `out_video`: real | generated | template, side by
+    side, with the audio.
+    """
+    model.check_crops(crops, video)
+    split = heldout_split(model, crops, train_split)
+    block = np.arange(split.val_frames[0], split.val_frames[-1] + 1)[:max_frames]
+    rev, d = block[::-1], model.data
+    jpegs = [
+        cv2.imencode(".jpg", f, LOOP_JPEG)[1] for f in islice(iter_frames(video, crops.fps), block[0], block[-1] + 1)
+    ]
+    real_ap = mouth_aperture(crops.landmarks[block])
+    closed = closed_level(mouth_aperture(crops.landmarks[split.train_frames]))
+    table = pd.DataFrame({"k": np.arange(len(block)), "frame": block, "real_aperture": real_ap})
+    table["template_aperture"] = real_ap[::-1]
+    metrics: dict = {"cross_frames": len(block)}
+    with tempfile.TemporaryDirectory(prefix="hygie-cross-") as tmp:
+        work = Path(tmp)
+        template_video = work / "template.mp4"
+        with VideoWriter(template_video, crops.fps, *_size(jpegs[0]), crf=10) as w:
+            for jpeg in jpegs[::-1]:
+                w.write(_decode(jpeg))
+        template = replace(
+            crops,
+            crops=crops.crops[rev],
+            boxes=crops.boxes[rev],
+            face=crops.face[rev],
+            landmarks=crops.landmarks[rev],
+            source=fingerprint(template_video),
+        )
+        per_frame_samples = mel.sr / crops.fps
+        for name, start in {"": block[0], "_shifted": block[0] - shift}.items():
+            first = round((start + model.shapes.offset) * per_frame_samples)  # the audio of frame `start`
+            length = round(len(block) * per_frame_samples)
+            segment = np.pad(audio, (length, length))[first + length : first + 2 * length]
+            wav = work / f"audio{name}.wav"
+            write_wav(wav, segment, mel.sr)
+            seg = Mel.of(segment, mel.sr, fps=crops.fps, n_mels=d.n_mels, per_frame=d.mel_per_frame, n_fft=d.n_fft)
+            rendered = work / f"cross{name}.mp4"
+            render(model, template, template_video, seg, wav, rendered, blend=blend, progress=progress)
+            gen_ap = video_apertures(rendered, crops.fps)[: len(block)]
+            table[f"gen_aperture{name}"] = gen_ap
+            corr, lag = sync(gen_ap, real_ap)
+            metrics[f"cross_corr{name}"], metrics[f"cross_lag{name}"] = corr, lag
+            metrics[f"leak_corr{name}"] = lag_correlation(gen_ap, real_ap[::-1], 0)
+            if name == "":
+                silent = silent_frames(seg.mel, seg.per_frame)[: len(block)]
+                table["silent"] = silent
+                metrics["silent_frames"] = int(silent.sum())
+                metrics["open_in_silence_real"] = float(np.mean(real_ap[silent] > closed)) if silent.any() else 0.0
+                metrics["open_in_silence"] = float(np.mean(gen_ap[silent] > closed)) if silent.any() else 0.0
+                sheet = contact_sheet(crops, block, template, rendered)
+                side_by_side(jpegs, rendered, template_video, wav, out_video, fps=crops.fps, sr=mel.sr)
+    return _rounded(metrics), table, sheet
+
+
+def contact_sheet(crops: Crops, block: np.ndarray, template: Crops, rendered: Path, columns: int = 8) -> np.ndarray:
+    """Rows real | generated | template: the mouths of `columns` moments of a cross check, RGB uint8."""
+    ks = np.linspace(0, len(block) - 1, columns).round().astype(int)
+    drawn = {
+        k: crop(f, template.boxes[k], crops.size) for k, f in enumerate(iter_frames(rendered, crops.fps)) if k in ks
+    }
+    rows = [crops.crops[block[ks]], np.stack([drawn[k] for k in ks]), template.crops[ks]]
+    return np.vstack([np.hstack(list(r)) for r in rows])
+
+
+def side_by_side(
+    real: list[np.ndarray],
+    rendered: Path,
+    template: Path,
+    audio: Path,
+    out: str | os.PathLike,
+    *,
+    fps: float,
+    sr: int,
+    height: int = 360,
+) -> None:
+    """Write `out`: real (JPEG frames) | rendered | template videos side by side, each `height` px high, with audio."""
+    w, h = _size(real[0])
+    width = 2 * round(w * height / h / 2)
+    streams = zip(map(_decode, real), iter_frames(rendered, fps), iter_frames(template, fps))
+    with (
+        atomic_path(out) as tmp,
+        VideoWriter(tmp, fps, 3 * width, height, audio=load_audio(audio, sr), sr=sr) as writer,
+    ):
+        for frames in streams:
+            writer.write(np.hstack([cv2.resize(f, (width, height), interpolation=cv2.INTER_AREA) for f in frames]))
+
+
+def _decode(jpeg: np.ndarray) -> np.ndarray:
+    """RGB frame of a JPEG made by `cv2.imencode` from an RGB array (channel order kept)."""
+    return cv2.imdecode(jpeg, cv2.IMREAD_COLOR)
+
+
+def _size(jpeg: np.ndarray) -> tuple[int, int]:
+    """(width, height) of an encoded frame."""
+    h, w = _decode(jpeg).shape[:2]
+    return w, h

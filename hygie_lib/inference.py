@@ -1,4 +1,9 @@
-"""Inference: a trained model run by PyTorch or, exported to ONNX, by ONNX Runtime, behind one `generate` call."""
+"""Inference: a trained model run by PyTorch or, exported to ONNX, by ONNX Runtime, behind one `generate` call.
+
+Render and evaluation do the same three things for any model: `hear` the audio once (shape coefficients for a
+shape model, the mel for an audio model), turn it into the `conditions` of a batch of output frames (drawn at
+the template frames' poses, or mel windows), and `generate` the new mouths.
+"""
 
 from __future__ import annotations
 
@@ -7,33 +12,35 @@ import io
 import json
 import os
 import warnings
-from dataclasses import asdict
+from dataclasses import asdict, dataclass
 from pathlib import Path
 
 import numpy as np
 import torch
 
-from hygie_lib.audio import Mel
+from hygie_lib.audio import Mel, mel_windows
+from hygie_lib.audio2shape import ShapeModel
 from hygie_lib.checkpoint import DataInfo, load_checkpoint
 from hygie_lib.crops import Crops
 from hygie_lib.io import HygieError
 from hygie_lib.model import HygieUNetLite
+from hygie_lib.shape import ShapeSpace, sketches
 
 BACKENDS = ("onnx", "torch")  # render.backend: ONNX Runtime (faster on CPU) or PyTorch
 
 
-def export_onnx(model: HygieUNetLite, data: DataInfo) -> bytes:
-    """The model as ONNX bytes (batch axis dynamic), with its config, data record and mask stored as JSON metadata."""
+def export_onnx(model: HygieUNetLite, data: DataInfo, shapes: ShapeModel) -> bytes:
+    """The model as ONNX bytes (batch axis dynamic); its config, data record, mask and shape model as JSON metadata."""
     import onnx
 
-    S, dev = model.img_size, next(model.parameters()).device
-    crop = torch.zeros(1, 3, S, S, device=dev)
-    mel = torch.zeros(1, 1, model.n_mels, model.mel_win, device=dev)
-    inputs, names = ((crop, mel, crop), ["crop", "mel", "ref"]) if model.reference else ((crop, mel), ["crop", "mel"])
+    dev = next(model.parameters()).device
+    crop = torch.zeros(1, 3, model.img_size, model.img_size, device=dev)
+    cond = torch.zeros(model.cond_shape(1), device=dev)
+    inputs, names = (
+        ((crop, cond, crop), ["crop", "cond", "ref"]) if model.reference else ((crop, cond), ["crop", "cond"])
+    )
     buf = io.BytesIO()
-    with (
-        warnings.catch_warnings()
-    ):  # the TorchScript exporter is deprecated in favour of dynamo, which needs onnxscript
+    with warnings.catch_warnings():  # the TorchScript exporter is deprecated in favour of dynamo (needs onnxscript)
         warnings.simplefilter("ignore")
         torch.onnx.export(
             model.eval(),
@@ -46,17 +53,48 @@ def export_onnx(model: HygieUNetLite, data: DataInfo) -> bytes:
             dynamic_axes={name: {0: "batch"} for name in [*names, "out"]},
         )
     proto = onnx.load_from_string(buf.getvalue())
-    mask = base64.b64encode(np.packbits(model.mask.cpu().numpy().astype(bool)).tobytes()).decode()
-    onnx.helper.set_model_props(
-        proto, {"hygiesync": json.dumps({"config": model.config, "data": asdict(data), "mask": mask})}
-    )
+    meta = {
+        "config": model.config,
+        "data": asdict(data),
+        "mask": base64.b64encode(np.packbits(model.mask.cpu().numpy().astype(bool)).tobytes()).decode(),
+        "shapes": {k: np.asarray(v).tolist() for k, v in shapes.arrays().items()},
+    }
+    onnx.helper.set_model_props(proto, {"hygiesync": json.dumps(meta)})
     return proto.SerializeToString()
 
 
-class MouthModel:
-    """A trained mouth model for inference: `generate` turns crops, references and mel windows into new crops.
+@dataclass(frozen=True)
+class HeardShapes:
+    """What a shape model takes from an audio: the mouth shape of every output frame."""
 
-    `data` says how its inputs must be made and `mask` [S, S] is the region it regenerates.
+    coefficients: np.ndarray  # [n_frames, K]
+    space: ShapeSpace
+    size: int
+
+    def conditions(self, frames: np.ndarray, landmarks: np.ndarray, boxes: np.ndarray) -> np.ndarray:
+        """The shapes of output `frames` drawn at the poses of `landmarks` in the crops of `boxes`: [B, 3, S, S]."""
+        return sketches(self.space, self.coefficients[frames], landmarks, boxes, self.size)
+
+
+@dataclass(frozen=True)
+class HeardAudio:
+    """What an audio model takes from an audio: its mel, read `offset` frames later than each output frame."""
+
+    mel: np.ndarray  # [n_mels, C]
+    per_frame: int
+    win: int
+    offset: int
+
+    def conditions(self, frames: np.ndarray, landmarks: np.ndarray, boxes: np.ndarray) -> np.ndarray:
+        """Mel windows of output `frames`, [B, 1, n_mels, win] (the template's pose plays no part)."""
+        return mel_windows(self.mel, frames + self.offset, per_frame=self.per_frame, win=self.win)[:, None]
+
+
+class MouthModel:
+    """A trained mouth model for inference: `hear` an audio, then `generate` mouths frame batch by frame batch.
+
+    `data` says how its inputs must be made, `mask` [S, S] is the region it regenerates, `shapes` is the
+    recording's shape model (audio -> mouth shape, A/V offset).
     """
 
     def __init__(self, path: str | os.PathLike, backend: str = "onnx", threads: int | None = None) -> None:
@@ -69,13 +107,14 @@ class MouthModel:
             self.backend = "onnx"
             self._session_from(path, path.read_bytes() if path.is_file() else None, threads)
             return
-        model, self.data, _ = load_checkpoint(path)
-        self.config, self.mask = model.config, model.mask.numpy().astype(np.uint8)
+        ckpt = load_checkpoint(path)
+        self.config, self.data, self.shapes = ckpt.model.config, ckpt.data, ckpt.shapes
+        self.mask = ckpt.model.mask.numpy().astype(np.uint8)
         if backend == "torch":
             torch.set_num_threads(threads)
-            self._model = model
+            self._model = ckpt.model
         else:
-            self._session_from(path, export_onnx(model, self.data), threads)
+            self._session_from(path, export_onnx(ckpt.model, self.data, self.shapes), threads)
 
     def _session_from(self, path: Path, onnx_bytes: bytes | None, threads: int) -> None:
         """Open an ONNX Runtime session and read the model's metadata; a HygieError names an unusable file."""
@@ -85,16 +124,14 @@ class MouthModel:
             raise HygieError(f"{path}: model not found. Export one with `hygie export-onnx`.")
         opts = ort.SessionOptions()
         opts.intra_op_num_threads = threads
-        opts.add_session_config_entry(
-            "session.intra_op.allow_spinning", "0"
-        )  # idle threads must not steal the encoder's CPU
+        opts.add_session_config_entry("session.intra_op.allow_spinning", "0")  # idle threads must not slow the encoder
         try:
             self._session = ort.InferenceSession(onnx_bytes, opts, providers=["CPUExecutionProvider"])
             meta = json.loads(self._session.get_modelmeta().custom_metadata_map["hygiesync"])
             self.config, self.data = meta["config"], DataInfo.from_dict(meta["data"])
+            self.shapes = ShapeModel.from_arrays(meta["shapes"])
             S = self.data.img_size
-            bits = np.frombuffer(base64.b64decode(meta["mask"]), np.uint8)
-            self.mask = np.unpackbits(bits)[: S * S].reshape(S, S)
+            self.mask = np.unpackbits(np.frombuffer(base64.b64decode(meta["mask"]), np.uint8))[: S * S].reshape(S, S)
         except Exception as e:  # any failure means the file is not a usable HygieSync ONNX model
             if onnx_bytes[:4] == b"PK\x03\x04":
                 raise HygieError(f"{path}: is a PyTorch checkpoint, not ONNX. Name it {path.stem}.pt.") from e
@@ -103,6 +140,16 @@ class MouthModel:
                 f"{path}: not a HygieSync ONNX model ({reason}). Export one with `hygie export-onnx`."
             ) from e
         self._inputs = [i.name for i in self._session.get_inputs()]
+
+    @property
+    def reference(self) -> bool:
+        """Whether the model takes a reference crop."""
+        return bool(self.config["reference"])
+
+    @property
+    def cond(self) -> str:
+        """What the generator draws from: "shape" (two stages) or "audio" (one stage)."""
+        return self.config["cond"]
 
     def check_crops(self, crops: Crops, video: str | os.PathLike) -> None:
         """Raise a HygieError if `crops` (of `video`) were not made as this model's training crops were."""
@@ -119,10 +166,8 @@ class MouthModel:
     def check_mel(self, mel: Mel, path: str | os.PathLike) -> None:
         """Raise a HygieError naming `path` if `mel` was not made as this model's training mel was."""
         d = self.data
-        made, wanted = (
-            (mel.sr, mel.n_fft, mel.n_mels, mel.per_frame, mel.fps),
-            (d.sr, d.n_fft, d.n_mels, d.mel_per_frame, d.fps),
-        )
+        made = (mel.sr, mel.n_fft, mel.n_mels, mel.per_frame, mel.fps)
+        wanted = (d.sr, d.n_fft, d.n_mels, d.mel_per_frame, d.fps)
         if made != wanted:
             describe = "{} Hz, n_fft {}, {} mels, {} columns per frame at {} fps".format
             raise HygieError(
@@ -130,14 +175,17 @@ class MouthModel:
                 "Prepare it with the model's params (`dvc repro`), or retrain."
             )
 
-    @property
-    def reference(self) -> bool:
-        """Whether the model takes a reference crop."""
-        return bool(self.config["reference"])
+    def hear(self, mel: Mel, *, offset: int = 0) -> HeardShapes | HeardAudio:
+        """What the model takes from an audio, for all its frames. `offset`: the A/V offset of the training recording
+        when the audio is that recording's own (evaluation); new audio is heard as it is (0)."""
+        if self.cond == "shape":
+            coefficients = self.shapes.predictor.predict(mel.mel, mel.per_frame, offset=offset)
+            return HeardShapes(coefficients, self.shapes.space, self.data.img_size)
+        return HeardAudio(mel.mel, mel.per_frame, self.data.mel_win, offset)
 
-    def generate(self, crops: np.ndarray, refs: np.ndarray | None, mels: np.ndarray) -> np.ndarray:
-        """Crops [B, S, S, 3] uint8, reference crops (same, or None), mel windows [B, n_mels, mel_win] -> crops."""
-        x = [_to_model(crops), mels[:, None].astype(np.float32)]
+    def generate(self, crops: np.ndarray, refs: np.ndarray | None, cond: np.ndarray) -> np.ndarray:
+        """Crops [B, S, S, 3] uint8, reference crops (same, or None) and conditions (`conditions`) -> new crops."""
+        x = [_to_model(crops), np.ascontiguousarray(cond, dtype=np.float32)]
         if self.reference:
             x.append(_to_model(refs))
         if self.backend == "torch":

@@ -42,6 +42,12 @@ def mouth_aperture(landmarks: np.ndarray) -> np.ndarray:
     return np.ptp(depth, axis=1) / iod
 
 
+def closed_level(apertures: np.ndarray) -> float:
+    """The speaker's closed-mouth aperture: above it a mouth counts as open (a third of the way from p10 to p90)."""
+    lo, hi = np.nanpercentile(apertures, [10, 90])
+    return float(lo + (hi - lo) / 3)
+
+
 def lip_distance(gen: np.ndarray, real: np.ndarray) -> np.ndarray:
     """LMD per frame: mean distance of the lip landmarks, in mouth widths (outer-lip width of the real frame)."""
     lips = np.concatenate([OUTER_LIPS, INNER_LIPS])

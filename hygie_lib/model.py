@@ -1,8 +1,10 @@
-"""HygieUNetLite: a small audio-conditioned U-Net that paints the masked mouth of a crop from a mel window.
+"""HygieUNetLite: a small conditioned U-Net that paints the masked mouth region of a crop.
 
 Inputs, for a batch of B frames and a crop side S:
     crop   [B, 3, S, S]            RGB in [0, 1]; the model hides its own `mask` region (set to 0) before looking
-    mel    [B, 1, n_mels, mel_win] natural-log mel power (about -11.5 .. +5), normalised here by (x + 4) / 4
+    cond   what the mouth must be, one of (CONDITIONS):
+           "shape": [B, 3, S, S]   the mouth shape drawn in the crop (lips, opening, jaw line; hygie_lib.shape)
+           "audio": [B, 1, n_mels, mel_win] natural-log mel power (about -11.5 .. +5), normalised here by (x + 4) / 4
     ref    [B, 3, S, S]            optional unmasked crop of the same person at another moment (Wav2Lip style)
 Output:
     [B, 3, S, S] the full crop in [0, 1]: masked + delta, delta = tanh(head(features)) in [-1, 1], clamped.
@@ -18,8 +20,9 @@ Layout (widths w0..w3 = 16, 32, 64, 128 by default, L = len(widths) levels, L - 
     decoder   level i: 1x1 conv (at low res) -> nearest upsample x2 -> concat skip -> 3x3 conv, FiLM
               (no norm at full resolution: a GroupNorm pass over the largest tensors costs more than it helps)
     head      3x3 conv -> tanh, added to the masked input
-    audio     conv2d stack over the mel window (3 stride-2) -> flatten -> Linear -> embedding [B, emb]
-FiLM: feat * (1 + gamma) + beta, gamma and beta linear in the audio embedding, zero-initialised (identity at init).
+    condition "audio": conv2d stack over the mel window (3 stride-2) -> flatten -> Linear -> embedding [B, emb]
+              "shape": the drawing joins the input channels; pooled to 8 x 8 -> Linear -> embedding [B, emb]
+FiLM: feat * (1 + gamma) + beta, gamma and beta linear in the embedding, zero-initialised (identity at init).
 Norm: GroupNorm (never BatchNorm: small batches, and train/eval must behave alike).
 Checkpoints (hygie_lib.checkpoint) store `model.config` and the state dict: plain data, loaded with weights_only=True.
 """
@@ -107,8 +110,28 @@ class UpBlock(nn.Module):
         return self.film(self.conv(torch.cat([x, skip], dim=1)), e)  # [B, cskip, 2h, 2w]
 
 
+class SketchEncoder(nn.Module):
+    """The drawn mouth shape [B, 3, S, S] pooled to 8 x 8 -> Linear -> embedding [B, emb]: how open, how wide, where."""
+
+    def __init__(self, *, emb: int):
+        super().__init__()
+        self.pool = nn.AdaptiveAvgPool2d(8)
+        self.fc = nn.Sequential(nn.Linear(3 * 64, emb), nn.SiLU())
+
+    def forward(self, sketch: Tensor) -> Tensor:
+        return self.fc(self.pool(sketch).flatten(1))  # [B, emb]
+
+
+CONDITIONS = ("shape", "audio")  # train.cond: what the generator is given to draw the mouth from
+
+
 class HygieUNetLite(nn.Module):
-    """Audio-conditioned U-Net: masked crop (+ reference crop) + mel window -> full crop in [0, 1]."""
+    """Conditioned U-Net: masked crop (+ reference crop) + condition -> full crop in [0, 1].
+
+    cond "audio": the condition is a mel window [B, 1, n_mels, mel_win], embedded by AudioEncoder (one stage).
+    cond "shape": the condition is the mouth shape drawn in the crop [B, 3, S, S] (shape.draw_shape), added to the
+    input channels and embedded by SketchEncoder; the audio was turned into that shape beforehand (two stages).
+    """
 
     def __init__(
         self,
@@ -119,6 +142,7 @@ class HygieUNetLite(nn.Module):
         n_mels: int = 80,
         mel_win: int = 16,
         reference: bool = True,
+        cond: str = "audio",
     ):
         super().__init__()
         widths = tuple(int(w) for w in widths)
@@ -134,11 +158,9 @@ class HygieUNetLite(nn.Module):
             )
         if n_mels < 8 or mel_win < 2:
             raise ValueError(f"the mel window must be at least 8 x 2, got n_mels={n_mels}, mel_win={mel_win}")
-        self.config = {
-            "widths": list(widths),
-            "emb": int(emb),
-            "reference": bool(reference),
-        }  # plain data, for checkpoints
+        if cond not in CONDITIONS:
+            raise ValueError(f"cond must be one of {CONDITIONS}, got {cond!r}")
+        self.config = {"widths": list(widths), "emb": int(emb), "reference": bool(reference), "cond": cond}
         self.img_size, self.widths, self.n_mels, self.mel_win, self.reference = (
             img_size,
             widths,
@@ -147,9 +169,12 @@ class HygieUNetLite(nn.Module):
             reference,
         )
         self.register_buffer("mask", mask)  # [S, S], 1 = hidden
-        cin = 6 if reference else 3
+        self.cond = cond
+        cin = 3 + 3 * reference + 3 * (cond == "shape")
 
-        self.audio = AudioEncoder(emb=emb, n_mels=n_mels, mel_win=mel_win)
+        self.encoder = (
+            AudioEncoder(emb=emb, n_mels=n_mels, mel_win=mel_win) if cond == "audio" else SketchEncoder(emb=emb)
+        )
         self.stem = ConvAct(cin, widths[0], norm=False)  # [B, w0, S, S]: one conv at full res
         self.downs = nn.ModuleList(  # level 1: stride-2 conv only (it is the costliest level); deeper: + one 3x3 conv
             nn.Sequential(
@@ -166,16 +191,20 @@ class HygieUNetLite(nn.Module):
         nn.init.normal_(self.head.weight, std=1e-3)  # start near the identity: out ~ masked input
         nn.init.zeros_(self.head.bias)
 
-    def _check(self, crop: Tensor, mel: Tensor, ref: Tensor | None) -> None:
+    def cond_shape(self, batch: int) -> tuple[int, ...]:
+        """The condition's shape for a batch: [B, 1, n_mels, mel_win] (audio) or [B, 3, S, S] (shape)."""
+        if self.cond == "audio":
+            return (batch, 1, self.n_mels, self.mel_win)
+        return (batch, 3, self.img_size, self.img_size)
+
+    def _check(self, crop: Tensor, cond: Tensor, ref: Tensor | None) -> None:
         """Raise a ValueError naming the first input whose shape does not match the config."""
         S = self.img_size
         if crop.ndim != 4 or tuple(crop.shape[1:]) != (3, S, S):
             raise ValueError(f"crop must be [B, 3, {S}, {S}] (img_size={S}), got {list(crop.shape)}")
         B = crop.shape[0]
-        if tuple(mel.shape) != (B, 1, self.n_mels, self.mel_win):
-            raise ValueError(
-                f"mel must be [B={B}, 1, n_mels={self.n_mels}, mel_win={self.mel_win}], got {list(mel.shape)}"
-            )
+        if tuple(cond.shape) != self.cond_shape(B):
+            raise ValueError(f"the {self.cond} condition must be {list(self.cond_shape(B))}, got {list(cond.shape)}")
         if self.reference and ref is None:
             raise ValueError(
                 "this model was built with reference=True: pass ref, an unmasked crop [B, 3, S, S] of the same person"
@@ -186,16 +215,17 @@ class HygieUNetLite(nn.Module):
             if tuple(ref.shape) != tuple(crop.shape):
                 raise ValueError(f"ref must have the shape of crop {list(crop.shape)}, got {list(ref.shape)}")
 
-    def forward(self, crop: Tensor, mel: Tensor, ref: Tensor | None = None) -> Tensor:
-        """Crop [B,3,S,S] (mask region hidden here) + mel [B,1,n_mels,mel_win] (+ ref [B,3,S,S]) -> crop in [0, 1]."""
-        self._check(crop, mel, ref)
-        return self._forward(crop, mel, ref)
+    def forward(self, crop: Tensor, cond: Tensor, ref: Tensor | None = None) -> Tensor:
+        """Crop [B,3,S,S] (mask region hidden here) + condition (`cond_shape`) (+ ref [B,3,S,S]) -> crop in [0, 1]."""
+        self._check(crop, cond, ref)
+        return self._forward(crop, cond, ref)
 
-    def _forward(self, crop: Tensor, mel: Tensor, ref: Tensor | None) -> Tensor:
+    def _forward(self, crop: Tensor, cond: Tensor, ref: Tensor | None) -> Tensor:
         """The forward pass without the shape checks."""
         masked = crop * (1.0 - self.mask)  # [B, 3, S, S], the mouth region hidden
-        e = self.audio(mel)  # [B, emb]
-        x = masked if ref is None else torch.cat([masked, ref], dim=1)  # [B, 3 or 6, S, S]
+        e = self.encoder(cond)  # [B, emb]
+        inputs = [masked] + ([ref] if ref is not None else []) + ([cond] if self.cond == "shape" else [])
+        x = torch.cat(inputs, dim=1)  # [B, 3 (+3 ref) (+3 sketch), S, S]
         if CHANNELS_LAST and x.device.type == "cpu":
             x = x.contiguous(memory_format=torch.channels_last)  # NHWC: faster oneDNN convs on CPU
         skips = [self.stem(x)]  # [B, w0, S, S]
@@ -235,9 +265,9 @@ def flops_per_frame(model: HygieUNetLite) -> int:
     handles = [m.register_forward_hook(hook) for m in model.modules() if isinstance(m, (nn.Conv2d, nn.Linear))]
     try:
         crop = torch.zeros(1, 3, S, S, device=p.device, dtype=p.dtype)
-        mel = torch.zeros(1, 1, model.n_mels, model.mel_win, device=p.device, dtype=p.dtype)
+        cond = torch.zeros(model.cond_shape(1), device=p.device, dtype=p.dtype)
         with torch.no_grad():
-            model._forward(crop, mel, crop if model.reference else None)
+            model._forward(crop, cond, crop if model.reference else None)
     finally:
         for h in handles:
             h.remove()

@@ -20,7 +20,7 @@ import cv2
 import numpy as np
 from tqdm import tqdm
 
-from hygie_lib.audio import Mel, iter_audio, load_audio, mel_windows
+from hygie_lib.audio import Mel, iter_audio, load_audio
 from hygie_lib.blend import paste_mouth
 from hygie_lib.checkpoint import DataInfo
 from hygie_lib.crops import Crops
@@ -110,6 +110,9 @@ def render_frames(
     n_out, n_template = mel.n_frames, len(template.crops)
     refs = reference_indices(template.face)
     seconds = defaultdict(float) if seconds is None else seconds
+    t = time.perf_counter()
+    heard = model.hear(mel)  # the whole audio at once: a shape model smooths its mouth shapes over time
+    seconds["cond"] += _lap(t)
     frames = pingpong_frames(template_video, template.fps, n_template, n_out)
     for k0 in range(0, n_out, batch):
         ks = np.arange(k0, min(n_out, k0 + batch))
@@ -118,20 +121,17 @@ def render_frames(
         idx = np.array([i for i, _ in chunk])
         seconds["decode"] += _lap(t)
         t = time.perf_counter()
-        face = template.face[idx]
-        crops, ref = (
-            template.crops[idx[face]],
-            template.crops[refs[idx[face]]] if model.reference else None,
-        )  # [F, S, S, 3]
+        f = idx[template.face[idx]]  # template frames with a face
+        crops, ref = template.crops[f], template.crops[refs[f]] if model.reference else None  # [F, S, S, 3]
         seconds["crops"] += _lap(t)
         t = time.perf_counter()
-        windows = mel_windows(mel.mel, ks[face], per_frame=mel.per_frame, win=model.data.mel_win)  # [F, n_mels, win]
-        seconds["mel"] += _lap(t)
+        cond = heard.conditions(ks[template.face[idx]], template.landmarks[f], template.boxes[f])
+        seconds["cond"] += _lap(t)
         t = time.perf_counter()
-        if face.any():
-            mouths = model.generate(crops, ref, windows)
+        if len(f):
+            mouths = model.generate(crops, ref, cond)
         seconds["model"] += _lap(t)
-        for j, (i, frame) in zip(np.cumsum(face) - 1, chunk):
+        for j, (i, frame) in zip(np.cumsum(template.face[idx]) - 1, chunk):
             t = time.perf_counter()
             if template.face[i]:
                 frame = paste_mouth(frame, mouths[j], template.boxes[i], model.mask, mode=blend)

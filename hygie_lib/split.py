@@ -15,6 +15,11 @@ def audio_span(mel_win: int, per_frame: int) -> int:
     return math.ceil(mel_win / per_frame)
 
 
+def heldout_gap(mel_win: int, per_frame: int, av_offset: int) -> int:
+    """Frames between the training and validation blocks: the audio a frame hears, wherever the A/V offset puts it."""
+    return audio_span(mel_win, per_frame) + abs(av_offset)
+
+
 def reference_gap(mel_win: int, per_frame: int) -> int:
     """The one rule, in training and evaluation: a reference frame is this far from its target clip's start, or more."""
     return audio_span(mel_win, per_frame) + CLIP

@@ -15,14 +15,15 @@ import torch
 from tqdm import tqdm
 
 from hygie_lib.audio import Mel
+from hygie_lib.audio2shape import ShapeModel
 from hygie_lib.checkpoint import DataInfo, build_model, save_checkpoint, save_state
 from hygie_lib.crops import Crops
 from hygie_lib.dataset import MouthBatches
 from hygie_lib.device import best_device
-from hygie_lib.io import HygieError
+from hygie_lib.io import HygieError, fingerprint
 from hygie_lib.metrics import psnr, ssim
 from hygie_lib.model import HygieUNetLite, count_params
-from hygie_lib.split import audio_span, reference_gap, time_split
+from hygie_lib.split import heldout_gap, reference_gap, time_split
 
 
 @dataclass(frozen=True)
@@ -55,7 +56,7 @@ def _run(model: HygieUNetLite, b: dict[str, torch.Tensor], device: torch.device)
     """Predicted clips [B, T, 3, S, S] for a batch."""
     B, T = b["target"].shape[:2]
     ref = b["ref"].to(device)[:, None].expand(-1, T, -1, -1, -1).flatten(0, 1) if model.reference else None
-    out = model(b["target"].to(device).flatten(0, 1), b["mel"].to(device).flatten(0, 1), ref)
+    out = model(b["target"].to(device).flatten(0, 1), b["cond"].to(device).flatten(0, 1), ref)
     return out.view(B, T, *out.shape[1:])
 
 
@@ -170,6 +171,7 @@ def load_resume_state(path: Path, settings: dict, device: torch.device) -> dict:
 def fit(
     crops_path: str | os.PathLike,
     mel_path: str | os.PathLike,
+    shapes_path: str | os.PathLike,
     *,
     model_kwargs: dict,
     cfg: TrainConfig,
@@ -179,7 +181,8 @@ def fit(
 ) -> dict[str, float]:
     """Train on one prepared clip -> models_dir/best.pt (lowest validation loss); logs to a dvclive `live`.
 
-    How the inputs were made (crop size, padding, fps, mel settings) is read from the prepared files themselves.
+    How the inputs were made (crop size, padding, fps, mel settings) is read from the prepared files themselves, and
+    the recording's shape model (train_shape: mouth shapes, audio -> shape, A/V offset) travels in the checkpoint.
     After every epoch the whole run (weights, best weights, optimizer, RNGs, per-epoch metrics, settings) is saved
     atomically to models_dir/resume/<settings hash>.pt, which no DVC stage declares, so nothing restores another
     run's file over it and other runs do not touch it; it is deleted when the run completes. `resume` continues
@@ -191,9 +194,11 @@ def fit(
     device = best_device()
     if device.type == "cpu":
         torch.set_num_threads(os.cpu_count() or 1)
-    crops, mel = Crops.load(crops_path), Mel.load(mel_path)
+    crops, mel, shapes = Crops.load(crops_path), Mel.load(mel_path), ShapeModel.load(shapes_path)
     data = DataInfo.of(crops, mel, mel_win=cfg.mel_win)
-    split = time_split(crops.face, train_split=cfg.train_split, gap=audio_span(cfg.mel_win, mel.per_frame))
+    split = time_split(
+        crops.face, train_split=cfg.train_split, gap=heldout_gap(cfg.mel_win, mel.per_frame, shapes.offset)
+    )
     if len(split.val) == 0:
         raise HygieError(
             f"{crops_path}: no validation clips (frames with a face after the first {cfg.train_split:.0%}); "
@@ -205,9 +210,10 @@ def fit(
             "record a longer video (5-15 min) or lower train.batch_size."
         )
     batches = MouthBatches(
-        crops.crops,
-        mel.mel,
-        per_frame=mel.per_frame,
+        crops,
+        mel,
+        shapes,
+        cond=model_kwargs["cond"],
         mel_win=cfg.mel_win,
         ref_pool=split.train_frames,
         ref_gap=reference_gap(cfg.mel_win, mel.per_frame),
@@ -217,7 +223,7 @@ def fit(
     opt = torch.optim.AdamW(model.parameters(), lr=cfg.lr, weight_decay=1e-4)
     sched = cosine_schedule(opt, cfg.epochs * (len(split.train) // cfg.batch_size))
     models_dir = Path(models_dir)
-    settings = run_settings(cfg, model_kwargs, data, crops.source)
+    settings = {**run_settings(cfg, model_kwargs, data, crops.source), "shapes": fingerprint(shapes_path)}
     state_path = resume_path(models_dir, settings)
     start_epoch, best, best_weights, history = 0, float("inf"), None, []
     if resume:
@@ -238,7 +244,9 @@ def fit(
                 live.log_metric(name, value)
             live.next_step()
         best_epoch = 1 + int(np.argmin([row["val/loss"] for row in history]))
-        _save_best(models_dir / "best.pt", model, best_weights, data, best_epoch)  # DVC deleted it before the stage
+        _save_best(
+            models_dir / "best.pt", model, best_weights, data, shapes, best_epoch
+        )  # DVC deleted it before the stage
         print(f"resuming after epoch {start_epoch} (best val loss {best:.4f})")
     print(f"{count_params(model):,} params on {device}; {len(split.train)} training clips, {len(split.val)} validation")
 
@@ -250,7 +258,7 @@ def fit(
         improved = val["loss"] < best
         if improved:
             best, best_weights = val["loss"], {k: v.detach().clone() for k, v in model.state_dict().items()}
-            _save_best(models_dir / "best.pt", model, best_weights, data, epoch + 1)
+            _save_best(models_dir / "best.pt", model, best_weights, data, shapes, epoch + 1)
         row = {
             "train/loss": train_loss,
             "val/loss": val["loss"],
@@ -291,8 +299,8 @@ def fit(
     return summary
 
 
-def _save_best(path: Path, model: HygieUNetLite, weights: dict, data: DataInfo, epoch: int) -> None:
+def _save_best(path: Path, model: HygieUNetLite, weights: dict, data: DataInfo, shapes: ShapeModel, epoch: int) -> None:
     """Write the best weights (of `epoch`) as an inference checkpoint; the model's own weights are left as they are."""
     best = build_model(model.config, data)
     best.load_state_dict(weights)
-    save_checkpoint(path, best, data, {"epoch": epoch})
+    save_checkpoint(path, best, data, shapes, {"epoch": epoch})

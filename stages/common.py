@@ -15,14 +15,19 @@ from hygie_lib.io import HygieError, one_line_warnings  # noqa: E402
 
 
 def load_params(*names: str) -> SimpleNamespace:
-    """Read `section.KEY` entries from params.yaml into a namespace keyed by KEY; a missing key is an error."""
+    """Read `section.KEY` entries (or whole `section`s) from params.yaml into a namespace keyed by KEY.
+
+    A missing key is an error naming it.
+    """
     params = yaml.safe_load((ROOT / "params.yaml").read_text())
     values = {}
     for name in names:
-        section, key = name.split(".")
-        if key not in params.get(section, {}):
-            raise HygieError(f"params.yaml: missing `{name}`. Restore it from the repository's params.yaml.")
-        values[key] = params[section][key]
+        section, _, key = name.partition(".")
+        keys = [key] if key else list(params.get(section) or [])
+        for k in keys or [name]:
+            if k not in (params.get(section) or {}):
+                raise HygieError(f"params.yaml: missing `{name}`. Restore it from the repository's params.yaml.")
+            values[k] = params[section][k]
     return SimpleNamespace(**values)
 
 

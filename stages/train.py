@@ -1,4 +1,4 @@
-"""Stage train: learn the person's mouth from the prepared training clip -> models/best.pt (and models/resume.pt)."""
+"""Stage train: learn the person's mouth from the prepared training clip -> models/best.pt."""
 
 import argparse
 
@@ -11,25 +11,11 @@ def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__)
     ap.add_argument("crops", help="crops.npz of the training clip")
     ap.add_argument("mel", help="mel.npz of the training clip")
-    ap.add_argument("models_dir", help="gets best.pt (lowest validation loss) and resume.pt (the run, to resume it)")
+    ap.add_argument("shapes", help="shape.npz from train_shape: mouth shapes, audio -> shape, A/V offset")
+    ap.add_argument("models_dir", help="gets best.pt (lowest validation loss); resume/ holds an unfinished run")
     ap.add_argument("live_dir", help="dvclive folder: per-epoch metrics, plots and preview images")
     args = ap.parse_args()
-    p = load_params(
-        "train.MEL_WIN",
-        "train.TRAIN_SPLIT",
-        "train.epochs",
-        "train.batch_size",
-        "train.lr",
-        "train.widths",
-        "train.emb",
-        "train.reference",
-        "train.w_in",
-        "train.w_temporal",
-        "train.w_ssim",
-        "train.augment",
-        "train.seed",
-        "train.resume",
-    )
+    p = load_params("train")
     from dvclive import Live
 
     cfg = TrainConfig(
@@ -44,11 +30,13 @@ def main() -> None:
         train_split=p.TRAIN_SPLIT,
         seed=p.seed,
     )
+    model = {"widths": p.widths, "emb": p.emb, "reference": p.reference, "cond": p.cond}
     with Live(args.live_dir, dvcyaml=None, save_dvc_exp=False) as live:  # a resume re-logs its earlier epochs
         summary = fit(
             args.crops,
             args.mel,
-            model_kwargs={"widths": p.widths, "emb": p.emb, "reference": p.reference},
+            args.shapes,
+            model_kwargs=model,
             cfg=cfg,
             models_dir=args.models_dir,
             live=live,

@@ -15,10 +15,13 @@ import numpy as np
 import pytest
 import torch
 
+from hygie_lib.audio2shape import BANDS, AudioToShape, ShapeModel
 from hygie_lib.checkpoint import DataInfo, save_checkpoint
 from hygie_lib.crops import mouth_mask
+from hygie_lib.landmarks import INNER_LIPS, LEFT_EYE, RIGHT_EYE
 from hygie_lib.model import HygieUNetLite
 from hygie_lib.render import prepare_template
+from hygie_lib.shape import MOUTH, ShapeSpace
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -28,31 +31,48 @@ DATA = DataInfo(
 )
 
 
-def save_model(path, img_size=32, seed=0):
-    """An untrained tiny checkpoint whose mouth output still depends on the audio (FiLM and head randomised)."""
+def tiny_shapes(landmarks: np.ndarray, k: int = 4, offset: int = 0) -> ShapeModel:
+    """A shape model of one face [478, 3] whose mouth opens and spreads at random, and a random audio -> shape."""
+    rng = np.random.default_rng(0)
+    frames = np.repeat(landmarks[None], 60, axis=0).astype(np.float64)
+    iod = np.linalg.norm(landmarks[LEFT_EYE, :2].mean(0) - landmarks[RIGHT_EYE, :2].mean(0))
+    lower = MOUTH[landmarks[MOUTH, 1] > landmarks[INNER_LIPS, 1].mean()]
+    frames[:, lower, 1] += rng.uniform(0, 0.3 * iod, (60, 1))  # the jaw drops
+    frames[:, MOUTH, 0] += rng.normal(0, 0.02 * iod, (60, 1)) * (landmarks[MOUTH, 0] - landmarks[MOUTH, 0].mean())
+    space = ShapeSpace.fit(frames, k)
+    weights = rng.normal(0, 0.3, (5 * BANDS + 1, space.k)) * space.scale
+    predictor = AudioToShape(np.full(BANDS, -4.0), np.full(BANDS, 3.0), weights, np.zeros(space.k), 2, 0.0)
+    return ShapeModel(space, predictor, offset)
+
+
+def save_model(path, shapes: ShapeModel, img_size=32, seed=0, cond="shape"):
+    """An untrained tiny checkpoint whose mouth output still depends on its condition (FiLM and head randomised)."""
     torch.manual_seed(seed)
-    model = HygieUNetLite(mask=mouth_mask(img_size, DATA.mouth_pad), widths=(8, 16), emb=16)
+    model = HygieUNetLite(mask=mouth_mask(img_size, DATA.mouth_pad), widths=(8, 16), emb=16, cond=cond)
     with torch.no_grad():
         for p in model.parameters():
             p.add_(0.05 * torch.randn_like(p))
-    save_checkpoint(path, model, replace(DATA, img_size=img_size))
+    save_checkpoint(path, model, replace(DATA, img_size=img_size), shapes)
     return path
 
 
 @pytest.fixture(scope="session")
-def demo(tmp_path_factory):
+def demo(tmp_path_factory, face_landmarks):
     """A 2 s synthetic template, a 3 s audio, its prepared template and a tiny model."""
     from hygie_lib.synth import make_demo_data
 
     d = tmp_path_factory.mktemp("render")
     paths = make_demo_data(d / "raw", seed=3, train_seconds=1, template_seconds=2, audio_seconds=3, progress=False)
     template = prepare_template(paths["template"], DATA)
+    shapes = tiny_shapes(face_landmarks)
     return {
         "dir": d,
         "template_video": paths["template"],
         "audio": paths["new_audio"],
         "template": template,
-        "model": save_model(d / "model.pt"),
+        "shapes": shapes,
+        "model": save_model(d / "model.pt", shapes),
+        "audio_model": save_model(d / "audio_model.pt", shapes, cond="audio"),
     }
 
 

@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import numpy as np
 import pytest
 import torch
+from conftest import tiny_shapes
 
 from hygie_lib.checkpoint import DataInfo, build_model, load_checkpoint, save_checkpoint
 from hygie_lib.model import HygieUNetLite, count_params, flops_per_frame
@@ -73,9 +75,9 @@ def test_clear_errors():
     crop, mel, ref = inputs(64)
     with pytest.raises(ValueError, match="reference=True"):
         m(crop, mel)
-    with pytest.raises(ValueError, match="mel must be"):
+    with pytest.raises(ValueError, match=r"the audio condition must be \[2, 1, 80, 16\]"):
         m(crop, mel[:, :, :40], ref)
-    with pytest.raises(ValueError, match="mel must be"):
+    with pytest.raises(ValueError, match=r"the audio condition must be \[2, 1, 80, 16\]"):
         m(crop, mel[:1], ref)
     with pytest.raises(ValueError, match="crop must be"):
         m(crop[:, :, :32, :32], mel, ref[:, :, :32, :32])
@@ -146,16 +148,44 @@ DATA = DataInfo(
 )
 
 
-def test_checkpoint_round_trip(tmp_path):
+def test_shape_condition_learns_two_mouths():
+    """Same masked image, two drawn shapes (a closed and an open mouth): the drawing alone tells them apart."""
+    torch.manual_seed(0)
+    S = 32
+    m = net(S, reference=False, widths=(8, 16, 32), emb=32, cond="shape")
+    crop = inputs(S, B=1)[0].expand(2, -1, -1, -1).contiguous()
+    sketch = torch.zeros(2, 3, S, S)
+    sketch[:, 0, 20:26, 10:22] = 1.0  # lips
+    sketch[1, 1, 21:25, 12:20] = 1.0  # the second mouth is open
+    mouth = box_mask(S).bool()[None, None]
+    target = torch.where(mouth, torch.tensor([[[[0.8]]], [[[0.1]]]]), crop)  # closed: light, open: dark
+    opt = torch.optim.Adam(m.parameters(), lr=3e-3)
+    for _ in range(100):
+        loss = (m(crop, sketch) - target).abs().mean()
+        opt.zero_grad()
+        loss.backward()
+        opt.step()
+    with torch.no_grad():
+        out = m(crop, sketch)
+    closed, opened = (out[i][mouth[0].expand(3, -1, -1)].mean().item() for i in range(2))
+    assert closed - opened > 0.4, (closed, opened)
+    with pytest.raises(ValueError, match=r"the shape condition must be \[2, 3, 32, 32\]"):
+        m(crop, torch.zeros(2, 1, 80, 16))
+
+
+def test_checkpoint_round_trip(tmp_path, face_landmarks):
+    shapes = tiny_shapes(face_landmarks, offset=2)
     torch.manual_seed(0)
     m = net(64, widths=(8, 16, 24, 32), emb=16, n_mels=40, mel_win=12)
     for p in m.parameters():  # non-zero FiLM and head, so the outputs depend on every weight
         p.data.add_(torch.randn_like(p) * 0.05)
-    save_checkpoint(tmp_path / "model.pt", m, DATA)
+    save_checkpoint(tmp_path / "model.pt", m, DATA, shapes)
     ck = torch.load(tmp_path / "model.pt", weights_only=True)
-    assert ck["config"] == {"widths": [8, 16, 24, 32], "emb": 16, "reference": True}  # sizes live in `data` only
-    m2, data, _ = load_checkpoint(tmp_path / "model.pt")
-    assert data == DATA
+    assert ck["config"] == {"widths": [8, 16, 24, 32], "emb": 16, "reference": True, "cond": "audio"}  # no sizes
+    loaded = load_checkpoint(tmp_path / "model.pt")
+    m2, data = loaded.model, loaded.data
+    assert data == DATA and loaded.shapes.offset == 2
+    np.testing.assert_array_equal(loaded.shapes.predictor.weights, shapes.predictor.weights)
     torch.testing.assert_close(m2.mask, box_mask(64))  # the mask travels with the weights
     crop, mel, ref = inputs(64, n_mels=40, mel_win=12)
     with torch.no_grad():

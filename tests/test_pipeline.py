@@ -12,6 +12,7 @@ import sys
 import time
 from pathlib import Path
 
+import cv2
 import numpy as np
 import pandas as pd
 import pytest
@@ -36,9 +37,10 @@ def script_of(body: dict) -> Path:
 
 
 def params_read(script: Path) -> set[str]:
-    """The dotted names a stage script passes to load_params(...)."""
+    """The dotted names a stage script passes to load_params(...), a bare section name standing for all its keys."""
     calls = [n for n in ast.walk(ast.parse(script.read_text())) if isinstance(n, ast.Call)]
-    return {a.value for c in calls if getattr(c.func, "id", "") == "load_params" for a in c.args}
+    names = {a.value for c in calls if getattr(c.func, "id", "") == "load_params" for a in c.args}
+    return {n for name in names for n in ([name] if "." in name else [f"{name}.{k}" for k in params_yaml()[name]])}
 
 
 def local_imports(path: Path, seen: set[Path] | None = None) -> set[Path]:
@@ -123,7 +125,10 @@ TINY = {
     "video": {"fps": 25},
     "build_crops": {"IMG_SIZE": 32, "MOUTH_PAD": 1.3},
     "compute_mel": {"N_MELS": 80, "MEL_PER_FRAME": 4},
+    "train_shape": {"av_offset": "auto", "window": 2},
+    "evaluate": {"shift_seconds": 1.0, "cross_seconds": 20},
     "train": {
+        "cond": "shape",
         "MEL_WIN": 16,
         "TRAIN_SPLIT": 0.8,
         "epochs": 2,
@@ -181,10 +186,13 @@ def test_repro_writes_every_artifact(repo):
     assert (repo / "models" / "best.pt").is_file() and not list(repo.glob("models/resume/*.pt"))  # nothing to resume
     train = json.loads((repo / "metrics" / "train" / "metrics.json").read_text())
     assert train["epochs"] == 2 and train["best_val_loss"] <= train["final_val_loss"]
-    evaluation = json.loads((repo / "metrics" / "eval.json").read_text())
-    assert evaluation["frames"] == 150 - 120 - 4  # the validation block after a gap of 16 / 4 frames
+    shape = json.loads((repo / "metrics" / "shape.json").read_text())
+    assert abs(shape["av_offset"]) <= 1  # the synthetic speaker's audio is in sync with its video
+    evaluation = json.loads((repo / "metrics" / "eval" / "eval.json").read_text())
+    gap = 16 // 4 + abs(shape["av_offset"])  # the audio a frame hears, where the offset puts it
+    assert evaluation["frames"] == 150 - 120 - gap  # the validation block after the gap
     assert evaluation["face_found"] == 1.0 and isinstance(evaluation["sync_offset"], int)
-    assert {
+    wanted = {
         "psnr_mouth",
         "ssim_mouth",
         "lmd",
@@ -193,8 +201,22 @@ def test_repro_writes_every_artifact(repo):
         "psnr_mouth_shifted",
         "render_truth_corr",
         "render_sync_offset",
-    } <= set(evaluation)
-    assert len(pd.read_csv(repo / "metrics" / "eval_frames.csv")) == evaluation["frames"]
+        "cross_corr",
+        "cross_lag",
+        "leak_corr",
+        "cross_corr_shifted",
+        "open_in_silence",
+        "open_in_silence_real",
+    }
+    assert wanted <= set(evaluation)
+    assert len(pd.read_csv(repo / "metrics" / "eval" / "heldout.csv")) == evaluation["frames"]
+    cross = pd.read_csv(repo / "metrics" / "eval" / "cross.csv")
+    assert len(cross) == evaluation["cross_frames"] == evaluation["frames"]
+    np.testing.assert_allclose(cross["template_aperture"], cross["real_aperture"][::-1], rtol=1e-6)  # played backwards
+    sheet = cv2.imread(str(repo / "metrics" / "eval" / "cross_check.png"))
+    assert sheet.shape[:2] == (3 * 32, 8 * 32)  # real | generated | template, 8 moments
+    side = repo / "data" / "rendered" / "cross_check.mp4"
+    assert probe_video(side).width == 3 * probe_video(side).height  # three square views side by side
     rendered = repo / "data" / "rendered" / "new_audio.mp4"
     assert probe_video(rendered).duration == pytest.approx(3.0, abs=0.05)
     assert "up to date" in dvc("status", cwd=repo).stdout
@@ -216,7 +238,7 @@ def test_changing_mouth_pad_reruns_only_what_depends_on_it(repo):
     assert changed == {"build_crops@train", "build_crops@template"}  # no other stage reads MOUTH_PAD
     out = dvc("repro", cwd=repo).stdout
     ran = set(re.findall(r"Running stage '([^']+)'", out))
-    assert ran == {"build_crops@train", "build_crops@template", "train", "evaluate", "render"}
+    assert ran == {"build_crops@train", "build_crops@template", "train_shape", "train", "evaluate", "render"}
     git_commit(repo, "MOUTH_PAD 1.5")
 
 

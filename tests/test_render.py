@@ -115,15 +115,21 @@ def test_render_command_writes_a_tagged_mp4_with_the_new_audio(demo, tmp_path):
     assert np.corrcoef(y[:n], ref[:n])[0, 1] > 0.9  # the new audio, in sync
 
 
-def generate_inputs(seed: int = 0):
+def generate_inputs(model: MouthModel, seed: int = 0):
+    """Random crops and references, and the conditions of 3 frames of the demo audio as this model hears them."""
     rng = np.random.default_rng(seed)
     crops, refs = rng.integers(0, 256, (2, 3, 32, 32, 3), dtype=np.uint8)
-    return crops, refs, rng.normal(-4, 2, (3, 80, 16)).astype(np.float32)
+    return crops, refs, rng.random((3, *model_cond_shape(model)[1:]), dtype=np.float32)
 
 
-def test_onnx_matches_torch(demo):
-    torch_model, onnx_model = MouthModel(demo["model"], "torch"), MouthModel(demo["model"], "onnx")
-    a, b = torch_model.generate(*generate_inputs()), onnx_model.generate(*generate_inputs())
+def model_cond_shape(model: MouthModel) -> tuple[int, ...]:
+    return (1, 3, 32, 32) if model.cond == "shape" else (1, 1, 80, 16)
+
+
+@pytest.mark.parametrize("kind", ["model", "audio_model"])
+def test_onnx_matches_torch(demo, kind):
+    torch_model, onnx_model = MouthModel(demo[kind], "torch"), MouthModel(demo[kind], "onnx")
+    a, b = torch_model.generate(*generate_inputs(torch_model)), onnx_model.generate(*generate_inputs(onnx_model))
     assert a.shape == (3, 32, 32, 3) and a.dtype == np.uint8 and np.abs(a.astype(int) - b).max() <= 1
     np.testing.assert_array_equal(onnx_model.mask, torch_model.mask)
 
@@ -132,10 +138,27 @@ def test_exported_onnx_file_renders_like_the_checkpoint(demo, tmp_path):
     onnx = tmp_path / "m.onnx"
     assert hygie(["export-onnx", "--model", str(demo["model"]), "--out", str(onnx)]) == 0
     exported, checkpoint = MouthModel(onnx), MouthModel(demo["model"], "torch")
-    assert exported.data == DATA and exported.reference
+    assert exported.data == DATA and exported.reference and exported.cond == "shape"
     np.testing.assert_array_equal(exported.mask, mouth_mask(32, 1.3))
-    a, b = exported.generate(*generate_inputs(1)), checkpoint.generate(*generate_inputs(1))
-    assert np.abs(a.astype(int) - b).max() <= 1 and np.abs(a.astype(int) - generate_inputs(1)[0]).mean() > 1
+    inputs = generate_inputs(exported, 1)
+    a, b = exported.generate(*inputs), checkpoint.generate(*inputs)
+    assert np.abs(a.astype(int) - b).max() <= 1 and np.abs(a.astype(int) - inputs[0]).mean() > 1
+    mel = audio_features(demo["audio"], exported.data)  # the shape model travels in the ONNX file too
+    np.testing.assert_allclose(exported.hear(mel).coefficients, checkpoint.hear(mel).coefficients, rtol=1e-6)
+
+
+def test_a_shape_model_draws_the_shape_the_audio_asks_for(demo):
+    """The condition of an output frame is the shape predicted from the audio, drawn at the template frame's pose."""
+    model, tpl = MouthModel(demo["model"], "torch"), demo["template"]
+    mel = audio_features(demo["audio"], model.data)
+    heard = model.hear(mel)
+    assert heard.coefficients.shape == (mel.n_frames, 4) and heard.coefficients.std(0).min() > 0  # it follows the audio
+    ks, i = np.array([10, 40]), np.array([5, 5])  # two moments of the audio, drawn into the same template frame
+    cond = heard.conditions(ks, tpl.landmarks[i], tpl.boxes[i])
+    assert cond.shape == (2, 3, 32, 32) and 0 <= cond.min() and cond.max() <= 1
+    assert cond[:, 0].sum() > 5 and not np.allclose(cond[0], cond[1])  # lips drawn, and they differ
+    mask = model.mask.astype(bool)
+    assert cond[:, 0][:, mask].sum() > 0.95 * cond[:, 0].sum()  # inside the region the model regenerates
 
 
 def bad_render(demo, tmp_path, capsys, **override):
@@ -165,7 +188,7 @@ def test_missing_and_corrupt_models(demo, tmp_path, capsys):
 
 
 def test_model_trained_on_other_crops_than_the_templates(demo, tmp_path):
-    model = MouthModel(save_model(tmp_path / "m48.pt", img_size=48), "torch")
+    model = MouthModel(save_model(tmp_path / "m48.pt", demo["shapes"], img_size=48), "torch")
     mel = audio_features(demo["audio"], model.data)
     with pytest.raises(
         HygieError, match="its crops are 32px with MOUTH_PAD 1.3 at 25.0 fps but the model was trained on 48px"

@@ -1,15 +1,20 @@
 import json
+from dataclasses import replace
 
 import numpy as np
 import pytest
 import torch
+from conftest import tiny_shapes
 
 from hygie_lib.audio import Mel, mel_windows
+from hygie_lib.audio2shape import ShapeModel
 from hygie_lib.checkpoint import load_checkpoint
-from hygie_lib.crops import Crops
+from hygie_lib.crops import Crops, mouth_boxes
 from hygie_lib.dataset import MouthBatches
 from hygie_lib.io import HygieError
+from hygie_lib.landmarks import INNER_LIPS
 from hygie_lib.metrics import psnr, ssim
+from hygie_lib.shape import MOUTH, ShapeSpace
 from hygie_lib.split import CLIP, audio_span, pick_references, reference_gap, time_split
 from hygie_lib.train import TrainConfig, fit, temporal_l1, weighted_l1
 
@@ -49,21 +54,38 @@ def test_references_are_never_the_target_or_its_neighbours():
         pick_references(targets, np.arange(6), 5, rng)
 
 
-def test_batch_holds_consecutive_frames_masked_and_the_right_audio():
-    n, s = 60, 16
-    crops = np.random.default_rng(1).integers(0, 255, (n, s, s, 3), dtype=np.uint8)
-    mel = np.random.default_rng(2).normal(size=(8, n * 4)).astype(np.float32)
-    data = MouthBatches(crops, mel, per_frame=4, mel_win=8, ref_pool=np.arange(n), ref_gap=5)
-    b = data.batch(np.array([5, 30]), np.random.default_rng(3), augment=False)
-    assert (
-        b["target"].shape == (2, CLIP, 3, s, s)
-        and b["mel"].shape == (2, CLIP, 1, 8, 8)
-        and b["ref"].shape == (2, 3, s, s)
+def test_batches_hold_consecutive_frames_and_their_condition(tiny_clip):
+    crops, mel, shapes = (
+        Crops.load(tiny_clip / "crops.npz"),
+        Mel.load(tiny_clip / "mel.npz"),
+        ShapeModel.load(tiny_clip / "shape.npz"),
     )
-    np.testing.assert_allclose(b["target"][0, 1].permute(1, 2, 0).numpy() * 255, crops[6], atol=1e-3)
-    np.testing.assert_array_equal(b["mel"][1, 1, 0].numpy(), mel_windows(mel, 31, per_frame=4, win=8))
+    late = replace(shapes, offset=3)  # a recording whose audio lags its video by 3 frames
+    data = MouthBatches(crops, mel, late, cond="audio", mel_win=8, ref_pool=np.arange(200), ref_gap=5)
+    b = data.batch(np.array([5, 30]), np.random.default_rng(3), augment=False)
+    assert b["target"].shape == (2, CLIP, 3, 32, 32) and b["cond"].shape == (2, CLIP, 1, 16, 8)
+    assert b["ref"].shape == (2, 3, 32, 32)
+    np.testing.assert_allclose(b["target"][0, 1].permute(1, 2, 0).numpy() * 255, crops.crops[6], atol=1e-3)
+    np.testing.assert_array_equal(b["cond"][1, 1, 0].numpy(), mel_windows(mel.mel, 31 + 3, per_frame=4, win=8))
     aug = data.batch(np.array([5, 30]), np.random.default_rng(3), augment=True)
-    np.testing.assert_array_equal(aug["mel"], b["mel"])  # augmentation never touches the audio
+    np.testing.assert_array_equal(aug["cond"], b["cond"])  # augmentation never touches the audio
+
+    data = MouthBatches(crops, mel, shapes, cond="shape", mel_win=8, ref_pool=np.arange(200), ref_gap=5)
+    loud, quiet = 2, 12  # sin(t / 3) > 0 at frame 2, < 0 at frame 12
+    b = data.batch(np.array([loud, quiet]), np.random.default_rng(3), augment=False)
+    sketch = b["cond"][:, 0]  # [2, 3, 32, 32]: lips, mouth opening, jaw line
+    assert sketch.shape == (2, 3, 32, 32) and sketch[:, 0].sum() > 5
+    assert sketch[0, 1].sum() > sketch[1, 1].sum() + 3  # the loud frame's jaw dropped: a larger opening drawn
+    aug = data.batch(np.array([loud, quiet]), np.random.default_rng(3), augment=True)
+    for i in range(2):  # the drawing moved exactly as its frame did
+        dy, dx = next(
+            (dy, dx)
+            for dy in range(-3, 4)
+            for dx in range(-3, 4)
+            if torch.equal(torch.roll(sketch[i], (dy, dx), dims=(-2, -1)), aug["cond"][i, 0])
+        )
+        gain = aug["target"][i, 0] - torch.roll(b["target"][i, 0], (dy, dx), dims=(-2, -1))
+        assert gain.std() < 0.1  # the frame moved by the same shift (only a colour change is left)
 
 
 def test_losses():
@@ -97,8 +119,8 @@ def test_ssim_and_psnr_inside_the_mask():
 
 
 @pytest.fixture(scope="module")
-def tiny_clip(tmp_path_factory):
-    """A prepared clip whose mouth brightness follows the audio loudness (so a model can learn it)."""
+def tiny_clip(tmp_path_factory, face_landmarks):
+    """A prepared clip whose mouth (its brightness and its jaw drop) follows the audio loudness, and its shape model."""
     d = tmp_path_factory.mktemp("clip")
     n, s = 240, 32
     rng = np.random.default_rng(0)
@@ -109,8 +131,13 @@ def tiny_clip(tmp_path_factory):
     mask = np.zeros((s, s), np.uint8)
     mask[14:30, 4:28] = 1
     mel = np.repeat(np.where(loud > 0, 0.0, -8.0)[None].repeat(4, axis=1), 16, axis=0).astype(np.float32)
-    Crops(crops, np.zeros((n, 3), np.float32), np.ones(n, bool), mask, 0.5, 0.7, 25.0, "").save(d / "crops.npz")
+    lm = np.repeat(face_landmarks[None], n, axis=0)
+    jaw = MOUTH[face_landmarks[MOUTH, 1] > face_landmarks[INNER_LIPS, 1].mean()]
+    lm[:, jaw, 1] += 12.0 * loud[:, None] + rng.normal(0, 0.5, (n, len(jaw)))
+    boxes = mouth_boxes(lm, 1.3).astype(np.float32)
+    Crops(crops, boxes, np.ones(n, bool), lm, mask, 1.3, 0.7, 25.0, "").save(d / "crops.npz")
     Mel(mel, 16000, 512, 25.0, 4).save(d / "mel.npz")
+    ShapeModel(ShapeSpace.fit(lm, 4), tiny_shapes(face_landmarks).predictor, 0).save(d / "shape.npz")
     return d
 
 
@@ -128,7 +155,7 @@ class FakeLive:
         self.steps += 1
 
 
-def run_fit(clip, out, epochs, resume=False, seed=0, live=None):
+def run_fit(clip, out, epochs, resume=False, seed=0, live=None, cond="audio"):
     cfg = TrainConfig(
         mel_win=8,
         epochs=epochs,
@@ -145,7 +172,8 @@ def run_fit(clip, out, epochs, resume=False, seed=0, live=None):
     summary = fit(
         clip / "crops.npz",
         clip / "mel.npz",
-        model_kwargs={"widths": [8, 16, 16], "emb": 16, "reference": True},
+        clip / "shape.npz",
+        model_kwargs={"widths": [8, 16, 16], "emb": 16, "reference": True, "cond": cond},
         cfg=cfg,
         models_dir=out,
         live=live,
@@ -171,17 +199,20 @@ class FakeLiveKilledAt(FakeLive):
             raise Killed
 
 
-def test_fit_learns_checkpoints_and_resumes(tiny_clip, tmp_path):
-    summary, live = run_fit(tiny_clip, tmp_path, epochs=3)
+@pytest.mark.parametrize("cond", ["audio", "shape"])
+def test_fit_learns_and_checkpoints(tiny_clip, tmp_path, cond):
+    summary, live = run_fit(tiny_clip, tmp_path, epochs=3, cond=cond)
     losses = [v for _, name, v in live.metrics if name == "val/loss"]
     assert len(losses) == 3 and losses[-1] < losses[0]
     ssims = [v for _, name, v in live.metrics if name == "val/ssim_mouth"]
     assert len(ssims) == 3 and 0.0 < ssims[0] < 1.0
     assert summary["best_val_loss"] == pytest.approx(min(losses))
     assert len(live.images) == 3 and live.images[0][1][2] == 3
-    _, data, ckpt = load_checkpoint(tmp_path / "best.pt")
+    ckpt = load_checkpoint(tmp_path / "best.pt")
+    data = ckpt.data
     assert (data.img_size, data.mel_win, data.n_mels, data.ema_alpha) == (32, 8, 16, 0.7)  # from the prepared files
-    assert ckpt["train"]["epoch"] == int(np.argmin(losses)) + 1
+    assert ckpt.train["epoch"] == int(np.argmin(losses)) + 1
+    assert ckpt.shapes.space.k == 4  # the shape model travels with the weights
     assert not list((tmp_path / "resume").glob("*.pt"))  # a finished run leaves nothing to resume
     json.dumps(summary)  # plain numbers, ready for dvclive's summary
 
@@ -209,10 +240,11 @@ def test_resume_keeps_the_best_checkpoint_and_refuses_other_settings(tiny_clip, 
     small = tmp_path / "small"  # the data changed under the run: crops of another size
     small.mkdir()
     c = Crops.load(tiny_clip / "crops.npz")
-    Crops(c.crops[:, ::2, ::2], c.boxes, c.face, c.mask[::2, ::2], c.pad, c.alpha, c.fps, c.source).save(
+    Crops(c.crops[:, ::2, ::2], c.boxes, c.face, c.landmarks, c.mask[::2, ::2], c.pad, c.alpha, c.fps, c.source).save(
         small / "crops.npz"
     )
-    (small / "mel.npz").write_bytes((tiny_clip / "mel.npz").read_bytes())
+    for name in ("mel.npz", "shape.npz"):
+        (small / name).write_bytes((tiny_clip / name).read_bytes())
     with pytest.raises(HygieError, match=r"img_size 32 -> 16"):
         run_fit(small, tmp_path, epochs=4, resume=True)
     run_fit(tiny_clip, tmp_path, epochs=2, resume=True)  # no epoch left to train, so none can improve on the best

@@ -1,0 +1,291 @@
+"""From audio to mouth shape: per-frame speech features, a ridge regression over a window of them, and the
+recording's audio/video offset.
+
+Why a linear model: on 15 s to 15 min of one speaker, a ridge regression from a few frames of log-mel to the
+shape coefficients predicts held-out mouths as well as the small conv and GRU nets tried (README, "Real
+speakers"), in a second, deterministically, and it cannot overfit the way a generator does: it has nothing
+to copy but the audio.
+
+The offset: a camera's audio often lags its video by a few frames (obama_20s: about 8). Frame t's mouth then
+belongs with the audio at t + offset. `estimate_offset` finds it as the shift at which audio best predicts the
+mouth on held-out time blocks; training pairs frames with the shifted audio, and new audio (render) is used as
+it is, offset 0.
+"""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass
+
+import numpy as np
+from scipy.ndimage import gaussian_filter1d
+
+from hygie_lib.audio import frame_energy
+from hygie_lib.io import HygieError, save_npz
+from hygie_lib.shape import MOUTH, ShapeSpace
+
+BANDS = 40  # mel bands after pooling pairs of the 80: as good or better, with half the weights (README)
+MAX_OFFSET = 25  # frames searched either way for the recording's A/V offset (katiehill: 12)
+RIDGE = (0.1, 1.0, 10.0, 100.0, 1000.0)  # ridge strengths tried (per training frame, on standardised features)
+MAX_GAIN = 3.0  # the most a predicted shape coefficient's spread is stretched back towards the real one's
+SILENCE_DB = 30.0  # a frame more than this below the audio's loud level (95th percentile of frame energy) is silent
+SPEECH_HANGOVER = 2  # frames around speech still count as speech (the mouth opens before the sound and closes after)
+
+
+def frame_features(mel: np.ndarray, per_frame: int) -> np.ndarray:
+    """Log-mel per video frame [n_frames, BANDS]: the frame's `per_frame` columns averaged, band pairs averaged."""
+    n_mels, cols = mel.shape
+    n = cols // per_frame
+    m = mel[:, : n * per_frame].reshape(n_mels, n, per_frame).mean(2)  # [n_mels, n]
+    pool = n_mels // BANDS
+    return m[: BANDS * pool].reshape(BANDS, pool, n).mean(1).T.astype(np.float64)
+
+
+def windowed(features: np.ndarray, frames: np.ndarray, *, half: int, offset: int = 0) -> np.ndarray:
+    """Rows [len(frames), (2 half + 1) * D]: the features of frames t + offset - half .. t + offset + half (clamped)."""
+    idx = np.clip(np.asarray(frames)[:, None] + offset + np.arange(-half, half + 1), 0, len(features) - 1)
+    return features[idx].reshape(len(idx), -1)
+
+
+def silent_frames(mel: np.ndarray, per_frame: int) -> np.ndarray:
+    """Frames [n_frames] bool where the audio is silent: SILENCE_DB below its loud level, away from speech."""
+    energy = frame_energy(mel, per_frame)
+    speech = energy > np.percentile(energy, 95) - SILENCE_DB * np.log(10) / 10
+    k = 2 * SPEECH_HANGOVER + 1
+    return np.convolve(speech, np.ones(k), mode="same") == 0
+
+
+def _ridge(x: np.ndarray, y: np.ndarray, strength: float) -> np.ndarray:
+    """Weights [D + 1, K] (last row: bias) of a ridge regression on centred data."""
+    xm, ym = x.mean(0), y.mean(0)
+    xc = x - xm
+    w = np.linalg.solve(xc.T @ xc + strength * len(x) * np.eye(x.shape[1]), xc.T @ (y - ym))
+    return np.vstack([w, ym - xm @ w])
+
+
+def _blocks(frames: np.ndarray, folds: int, gap: int) -> list[tuple[np.ndarray, np.ndarray]]:
+    """Contiguous time blocks: (fit frames, test frames) per fold, `gap` frames left out on each side of the test."""
+    edges = np.linspace(frames.min(), frames.max() + 1, folds + 1)
+    out = []
+    for lo, hi in zip(edges[:-1], edges[1:]):
+        test = frames[(frames >= lo) & (frames < hi)]
+        fit = frames[(frames < lo - gap) | (frames >= hi + gap)]
+        out.append((fit, test))
+    return out
+
+
+def _explained(pred: np.ndarray, real: np.ndarray, weight: np.ndarray) -> float:
+    """Share of the real shape's variance the prediction explains (R^2 over coefficients, weighted)."""
+    sse = (((pred - real) ** 2).sum(0) * weight).sum()
+    sst = (((real - real.mean(0)) ** 2).sum(0) * weight).sum()
+    return float(1.0 - sse / sst)
+
+
+@dataclass(frozen=True)
+class AudioToShape:
+    """A ridge regression from a window of standardised speech features to shape coefficients."""
+
+    mean: np.ndarray  # [BANDS] feature mean (training audio)
+    std: np.ndarray  # [BANDS] feature standard deviation
+    weights: np.ndarray  # [(2 half + 1) * BANDS + 1, K]
+    rest: np.ndarray  # [K] the mouth at rest: the shape drawn where the audio is silent
+    half: int  # the window holds frames t - half .. t + half
+    smooth: float  # Gaussian smoothing of the predictions over time, sigma in frames (0 = none)
+
+    def predict(self, mel: np.ndarray, per_frame: int, *, offset: int = 0) -> np.ndarray:
+        """Shape coefficients [n_frames, K] for every frame of `mel` [n_mels, C] (new audio: offset 0)."""
+        feats = (frame_features(mel, per_frame) - self.mean) / self.std
+        x = windowed(feats, np.arange(len(feats)), half=self.half, offset=offset)
+        out = x @ self.weights[:-1] + self.weights[-1]
+        silent = silent_frames(np.roll(mel, -offset * per_frame, axis=1), per_frame)
+        out[silent] = self.rest
+        return gaussian_filter1d(out, self.smooth, axis=0, mode="nearest") if self.smooth > 0 else out
+
+    def save_arrays(self) -> dict[str, np.ndarray]:
+        """The arrays to store, keyed by field."""
+        return {
+            "mean": self.mean,
+            "std": self.std,
+            "weights": self.weights,
+            "rest": self.rest,
+            "half": np.int64(self.half),
+            "smooth": np.float64(self.smooth),
+        }
+
+
+def fit_audio_to_shape(
+    mel: np.ndarray,
+    per_frame: int,
+    shapes: np.ndarray,
+    frames: np.ndarray,
+    *,
+    half: int,
+    offset: int,
+    smooth: float,
+    weight: np.ndarray,
+    rest: np.ndarray,
+    folds: int = 4,
+) -> tuple[AudioToShape, float]:
+    """Fit on `frames` (shapes [n_frames, K], weighted per coefficient), the ridge strength chosen by blocked
+    cross-validation; `rest` is the shape drawn in silence. Returns the model and its cross-validated explained
+    variance."""
+    feats = frame_features(mel, per_frame)
+    mean, std = feats[frames].mean(0), feats[frames].std(0) + 1e-6
+    feats = (feats - mean) / std
+    x, y = windowed(feats, frames, half=half, offset=offset), shapes[frames]
+    scores = {s: _cv_score(x, y, frames, s, weight, folds, half) for s in RIDGE}
+    strength = max(scores, key=scores.get)
+    w = _ridge(x, y, strength)
+    pred = x @ w[:-1] + w[-1]
+    # a ridge regression shrinks towards the mean mouth: give each coefficient back the real one's spread (at most 3x),
+    # so mouths open as wide as the speaker's do; correlations are unchanged
+    gain, centre = np.clip(y.std(0) / (pred.std(0) + 1e-9), 1.0, MAX_GAIN), pred.mean(0)
+    w = np.vstack([w[:-1] * gain, (w[-1] - centre) * gain + centre])
+    return AudioToShape(mean, std, w, rest, half, smooth), scores[strength]
+
+
+def _cv_score(
+    x: np.ndarray, y: np.ndarray, frames: np.ndarray, strength: float, weight: np.ndarray, folds: int, gap: int
+) -> float:
+    """Blocked cross-validated explained variance of a ridge of `strength` (rows of x, y belong to `frames`)."""
+    pred = np.empty_like(y)
+    for fit, test in _blocks(frames, folds, gap):
+        w = _ridge(x[np.isin(frames, fit)], y[np.isin(frames, fit)], strength)
+        rows = np.isin(frames, test)
+        pred[rows] = x[rows] @ w[:-1] + w[-1]
+    return _explained(pred, y, weight)
+
+
+def estimate_offset(
+    mel: np.ndarray,
+    per_frame: int,
+    shapes: np.ndarray,
+    frames: np.ndarray,
+    weight: np.ndarray,
+    *,
+    half: int = 2,
+    folds: int = 4,
+) -> tuple[int, float, dict[int, float]]:
+    """The recording's A/V offset in frames (positive: the audio lags the video), a confidence, and the score of each
+    shift: the blocked cross-validated share of the mouth's variance the audio explains when shifted so."""
+    feats = frame_features(mel, per_frame)
+    feats = (feats - feats[frames].mean(0)) / (feats[frames].std(0) + 1e-6)
+    y = shapes[frames]
+    scores = {}
+    for s in range(-MAX_OFFSET, MAX_OFFSET + 1):
+        x = windowed(feats, frames, half=half, offset=s)
+        scores[s] = _cv_score(x, y, frames, 10.0, weight, folds, half + MAX_OFFSET)
+    best = max(scores, key=scores.get)
+    confidence = scores[best] - float(np.median(list(scores.values())))
+    return best, confidence, scores
+
+
+@dataclass(frozen=True)
+class ShapeModel:
+    """What the train_shape stage learns from the recording: its shape space, audio -> shape, and its A/V offset."""
+
+    space: ShapeSpace
+    predictor: AudioToShape
+    offset: int  # frames; positive: the recording's audio lags its video
+
+    def arrays(self) -> dict[str, np.ndarray]:
+        """Every array, keyed `space.*`, `predictor.*` and `offset`: for an .npz, a checkpoint or ONNX metadata."""
+        out = {f"space.{k}": v for k, v in self.space.save_arrays().items()}
+        out.update({f"predictor.{k}": v for k, v in self.predictor.save_arrays().items()})
+        return {**out, "offset": np.int64(self.offset)}
+
+    @classmethod
+    def from_arrays(cls, arrays: dict) -> ShapeModel:
+        """Inverse of `arrays` (values may be arrays, tensors or lists)."""
+        a = {k: np.asarray(v) for k, v in arrays.items()}
+        space = ShapeSpace(*(a[f"space.{f}"] for f in ("reference", "mean", "components", "scale")))
+        p = {f: a[f"predictor.{f}"] for f in ("mean", "std", "weights", "rest")}
+        predictor = AudioToShape(**p, half=int(a["predictor.half"]), smooth=float(a["predictor.smooth"]))
+        return cls(space, predictor, int(a["offset"]))
+
+    def save(self, path: str | os.PathLike) -> None:
+        """Write a deterministic .npz, atomically."""
+        save_npz(path, **self.arrays())
+
+    @classmethod
+    def load(cls, path: str | os.PathLike) -> ShapeModel:
+        """Read a train_shape output; a HygieError names a file of another layout."""
+        try:
+            with np.load(path) as z:
+                return cls.from_arrays(dict(z))
+        except (OSError, KeyError, ValueError) as e:
+            raise HygieError(
+                f"{path}: not a shape model made by train_shape ({e}). Rerun `dvc repro train_shape`."
+            ) from e
+
+
+def learn_shapes(
+    landmarks: np.ndarray,
+    face: np.ndarray,
+    mel: np.ndarray,
+    per_frame: int,
+    *,
+    train_split: float,
+    components: int,
+    half: int,
+    smooth: float,
+    av_offset: int | str = "auto",
+) -> tuple[ShapeModel, dict]:
+    """Fit the shape space and audio -> shape on the training block of a recording; measure them on its held-out block.
+
+    `av_offset` "auto" estimates the recording's A/V offset on all its frames (one number: the held-out block's
+    mouths are never fitted), else it is taken as given. Returns the model and its metrics: the offset, its
+    confidence and per-shift scores, the cross-validated explained variance, and `aperture_corr`, how well the
+    predicted shapes' mouth opening follows the real one on held-out frames (the ceiling for any renderer).
+    """
+    from hygie_lib.metrics import closed_level, mouth_aperture
+    from hygie_lib.split import time_split
+
+    n = min(len(landmarks), mel.shape[1] // per_frame)
+    landmarks, face, mel = landmarks[:n], face[:n], mel[:, : n * per_frame]
+    fit_frames = np.flatnonzero(face[: int(round(n * train_split))])
+    if len(fit_frames) < 50:
+        raise HygieError(f"only {len(fit_frames)} training frames with a face; record a longer video (5-15 min).")
+    space = ShapeSpace.fit(landmarks[fit_frames], components)
+    shapes = np.nan_to_num(space.coefficients(landmarks))  # [n, K]; frames without a face are never used
+    weight = space.scale**2 / (space.scale**2).sum()
+    metrics: dict = {}
+    if av_offset == "auto":
+        offset, confidence, scores = estimate_offset(mel, per_frame, shapes, np.flatnonzero(face), np.ones(space.k))
+        metrics.update(
+            av_offset=offset,
+            av_offset_confidence=round(confidence, 4),
+            av_offset_scores={str(k): round(v, 4) for k, v in scores.items()},
+        )
+    else:
+        offset = int(av_offset)
+        metrics["av_offset"] = offset
+    split = time_split(face, train_split=train_split, gap=2 * half + 1 + abs(offset))  # no audio heard on both sides
+    if len(split.val_frames) < 10:
+        raise HygieError(f"only {len(split.val_frames)} held-out frames with a face; record a longer video (5-15 min).")
+    apertures = mouth_aperture(landmarks[split.train_frames])
+    closed = split.train_frames[apertures <= closed_level(apertures)]  # the speaker's mouth at rest: closed
+    predictor, cv = fit_audio_to_shape(
+        mel,
+        per_frame,
+        shapes,
+        split.train_frames,
+        half=half,
+        offset=offset,
+        smooth=smooth,
+        weight=weight,
+        rest=shapes[closed].mean(0),
+    )
+    predicted = predictor.predict(mel, per_frame, offset=offset)
+    val = split.val_frames
+    placed = landmarks[val].copy()
+    placed[:, MOUTH, :2] = space.place(predicted[val], landmarks[val])
+    real, pred = mouth_aperture(landmarks[val]), mouth_aperture(placed)
+    metrics.update(
+        explained_variance_cv=round(cv, 4),
+        aperture_corr=round(float(np.corrcoef(real, pred)[0, 1]), 4),
+        components=space.k,
+        train_frames=len(split.train_frames),
+        heldout_frames=len(val),
+    )
+    return ShapeModel(space, predictor, offset), metrics
