@@ -46,6 +46,7 @@ def main() -> None:
         w_in=t["w_in"],
         w_temporal=t["w_temporal"],
         w_ssim=t["w_ssim"],
+        w_sync=t["w_sync"],
         augment=t["augment"],
         train_split=t["TRAIN_SPLIT"],
         seed=0,

@@ -1,4 +1,4 @@
-"""The `hygie` command: doctor, probe, demo-data, render, export-onnx. Each calls the library, as the stages do.
+"""The `hygie` command: doctor, probe, demo-data, render, sync, export-onnx. Each calls the library, as stages do.
 
 Every command checks its output path and options before doing any work, and reports a problem as one
 `error:` line (exit code 2). No command reads params.yaml: options have documented defaults.
@@ -102,6 +102,24 @@ def cmd_render(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_sync(args: argparse.Namespace) -> int:
+    from hygie_lib.audio import load_audio
+    from hygie_lib.syncnet import SyncExpert, judge_video
+
+    expert = SyncExpert.load(require_file(args.model, "sync expert", "Train one with `dvc repro train_sync`."))
+    require_file(args.video, "video", "Give the path of a video of the speaker.")
+    audio = args.audio or args.video
+    mel = expert.mel(load_audio(require_file(audio, "audio file", "Give the speech with --audio."), expert.hears["sr"]))
+    verdict = judge_video(expert, args.video, mel.mel, expert.hears["fps"])
+    lag, ms = verdict["offset"], verdict["offset"] * 1000 / expert.hears["fps"]
+    when = "on time" if lag == 0 else f"{abs(lag)} frames ({abs(ms):.0f} ms) {'late' if lag > 0 else 'early'}"
+    print(
+        f"{args.video}: the audio comes {when}; sync confidence {verdict['confidence']:.3f} "
+        f"(distance {verdict['distance']:.3f}; the expert's held-out recording scores in metrics/sync.json)"
+    )
+    return 0
+
+
 def cmd_export_onnx(args: argparse.Namespace) -> int:
     from hygie_lib.checkpoint import load_checkpoint
     from hygie_lib.inference import export_onnx
@@ -159,6 +177,12 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--batch", type=positive(int), default=32, help="frames per model call (default: 32)")
     p.add_argument("--min-confidence", type=float, default=0.5, help="FaceMesh confidence, if preparing (default: 0.5)")
     p.set_defaults(func=cmd_render)
+
+    p = sub.add_parser("sync", help="judge a video's lip sync with the sync expert: the audio's lag and a confidence")
+    p.add_argument("video", help="a video of the speaker (a render, a recording)")
+    p.add_argument("--audio", help="the speech to judge it against (default: the video's own sound)")
+    p.add_argument("--model", default="models/sync.pt", help="the sync expert (default: models/sync.pt)")
+    p.set_defaults(func=cmd_sync)
 
     p = sub.add_parser("export-onnx", help="export a checkpoint to ONNX, for ONNX Runtime or other runtimes")
     p.add_argument("--model", default="models/best.pt", help="checkpoint (default: models/best.pt)")

@@ -11,6 +11,7 @@ from hygie_lib.audio2shape import ShapeModel
 from hygie_lib.crops import Crops
 from hygie_lib.shape import sketches
 from hygie_lib.split import CLIP, pick_references
+from hygie_lib.syncnet import audio_windows
 
 
 class MouthBatches:
@@ -22,14 +23,23 @@ class MouthBatches:
     """
 
     def __init__(
-        self, crops: Crops, mel: Mel, shapes: ShapeModel, *, cond: str, mel_win: int, ref_pool: np.ndarray, ref_gap: int
+        self,
+        crops: Crops,
+        mel: Mel,
+        shapes: ShapeModel,
+        *,
+        cond: str,
+        mel_win: int,
+        ref_pool: np.ndarray,
+        ref_gap: int,
+        clip: int = CLIP,
     ) -> None:
         self.crops = torch.from_numpy(np.ascontiguousarray(crops.crops))  # [N, S, S, 3] uint8
         self.landmarks, self.boxes, self.size = crops.landmarks, crops.boxes, crops.size
         self.mel, self.per_frame, self.mel_win, self.cond = mel.mel, mel.per_frame, mel_win, cond
         self.shapes = shapes
         self.coefficients = np.nan_to_num(shapes.space.coefficients(crops.landmarks))  # [N, K]
-        self.ref_pool, self.ref_gap = ref_pool, ref_gap
+        self.ref_pool, self.ref_gap, self.clip = ref_pool, ref_gap, clip
 
     def images(self, frames: np.ndarray) -> torch.Tensor:
         """Crops of `frames` as float [*frames.shape, 3, S, S] in [0, 1]."""
@@ -46,14 +56,16 @@ class MouthBatches:
         return torch.from_numpy(np.ascontiguousarray(c, dtype=np.float32)).view(*frames.shape, *c.shape[1:])
 
     def batch(self, starts: np.ndarray, rng: np.random.Generator, *, augment: bool) -> dict[str, torch.Tensor]:
-        """target [B, CLIP, 3, S, S], cond [B, CLIP, ...], ref [B, 3, S, S] for clips starting at `starts`."""
-        frames = starts[:, None] + np.arange(CLIP)  # [B, CLIP]
+        """target [B, T, 3, S, S], cond [B, T, ...], ref [B, 3, S, S] and the clip's middle frame's audio for the sync
+        expert, sync_mel [B, n_mels, SYNC_FRAMES * per_frame], for clips of T frames starting at `starts`."""
+        frames = starts[:, None] + np.arange(self.clip)  # [B, T]
         target, cond = self.images(frames), self.conditions(frames)
         ref = self.images(pick_references(starts, self.ref_pool, self.ref_gap, rng))
         if augment:
             target, sketch, ref = _jitter(target, cond if self.cond == "shape" else None, ref, rng)
             cond = cond if sketch is None else sketch
-        return {"target": target, "ref": ref, "cond": cond}
+        sync_mel = audio_windows(self.mel, starts + self.clip // 2 + self.shapes.offset, per_frame=self.per_frame)
+        return {"target": target, "ref": ref, "cond": cond, "sync_mel": torch.from_numpy(sync_mel.astype(np.float32))}
 
 
 def _jitter(

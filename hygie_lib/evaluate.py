@@ -28,6 +28,7 @@ from hygie_lib.landmarks import FaceMesh
 from hygie_lib.metrics import closed_level, lag_correlation, lip_distance, mouth_aperture, ssim, sync
 from hygie_lib.render import LOOP_JPEG, render
 from hygie_lib.split import Split, heldout_gap, pick_references, reference_gap, time_split
+from hygie_lib.syncnet import SyncExpert, clip_starts, image_mouths, judge_frames, judge_video
 from hygie_lib.video import VideoWriter, iter_frames
 
 
@@ -144,12 +145,27 @@ def heldout_split(model: MouthModel, crops: Crops, train_split: float) -> Split:
     return time_split(crops.face, train_split=train_split, gap=gap)
 
 
-def evaluate_render(rendered: str | os.PathLike, fps: float, truth: np.ndarray) -> dict[str, float]:
-    """The product itself: the rendered video's mouth (FaceMesh aperture) against the new audio's per-frame truth."""
-    ap = video_apertures(rendered, fps)
-    n = min(len(ap), len(truth))
-    corr, offset = sync(ap[:n], truth[:n])
-    return _rounded({"render_truth_corr": corr, "render_sync_offset": offset})
+def evaluate_render(
+    rendered: str | os.PathLike,
+    fps: float,
+    *,
+    truth: np.ndarray | None = None,
+    expert: SyncExpert | None = None,
+    mel: Mel | None = None,
+) -> dict[str, float]:
+    """The product itself, the rendered video: its mouth (FaceMesh aperture) against the new audio's per-frame
+    `truth` (the synthetic speaker), and the sync expert's verdict on it with the new audio's `mel`."""
+    with FaceMesh() as mesh:
+        landmarks = np.stack([mesh(frame) for frame in iter_frames(rendered, fps)])
+    metrics = {}
+    if truth is not None:
+        ap = mouth_aperture(landmarks)
+        n = min(len(ap), len(truth))
+        metrics["render_truth_corr"], metrics["render_sync_offset"] = sync(ap[:n], truth[:n])
+    if expert is not None and mel is not None:
+        verdict = judge_video(expert, rendered, mel.mel, fps, landmarks=landmarks)
+        metrics["render_sync_confidence"], metrics["render_sync_lag"] = verdict["confidence"], verdict["offset"]
+    return _rounded(metrics)
 
 
 def _rounded(metrics: dict) -> dict:
@@ -168,6 +184,7 @@ def cross_check(
     train_split: float,
     blend: str,
     shift: int,
+    expert: SyncExpert | None = None,
     max_frames: int = 500,
     progress: bool = True,
 ) -> tuple[dict, pd.DataFrame, np.ndarray]:
@@ -177,9 +194,9 @@ def cross_check(
     audio (`audio`: the recording's, mono at `mel.sr`) plays forwards; the render is measured against the real
     forward frames. Returns metrics (`cross_corr`: generated vs real aperture at lag 0, `cross_lag`: the best
     lag in +-MAX_LAG, `leak_corr`: generated vs the template's own aperture, each also with the audio shifted by
-    `shift` frames; `open_in_silence` of the real and the generated frames), a per-frame table and a contact
-    sheet (rows: real | generated | template mouths), and writes `out_video`: real | generated | template, side by
-    side, with the audio.
+    `shift` frames; `open_in_silence` of the real and the generated frames; with the sync `expert`, its confidence
+    and lag for the real and the generated frames), a per-frame table and a contact sheet (rows: real |
+    generated | template mouths), and writes `out_video`: real | generated | template, side by side, with audio.
     """
     model.check_crops(crops, video)
     split = heldout_split(model, crops, train_split)
@@ -222,6 +239,8 @@ def cross_check(
             corr, lag = sync(gen_ap, real_ap)
             metrics[f"cross_corr{name}"], metrics[f"cross_lag{name}"] = corr, lag
             metrics[f"leak_corr{name}"] = lag_correlation(gen_ap, real_ap[::-1], 0)
+            if name == "" and expert is not None:
+                metrics.update(_judge_cross(expert, crops, block, template, rendered, seg))
             if name == "":
                 silent = silent_frames(seg.mel, seg.per_frame)[: len(block)]
                 table["silent"] = silent
@@ -231,6 +250,21 @@ def cross_check(
                 sheet = contact_sheet(crops, block, template, rendered)
                 side_by_side(jpegs, rendered, template_video, wav, out_video, fps=crops.fps, sr=mel.sr)
     return _rounded(metrics), table, sheet
+
+
+def _judge_cross(
+    expert: SyncExpert, crops: Crops, block: np.ndarray, template: Crops, rendered: Path, mel: Mel
+) -> dict:
+    """The sync expert on a cross check: the generated frames, and the real ones, against the block's audio."""
+    generated = judge_frames(expert, iter_frames(rendered, crops.fps), template.boxes, template.face, mel.mel)
+    starts = clip_starts(crops.face[block], np.arange(len(block)))
+    real = expert.score(image_mouths(crops.crops[block], crops.mask), mel.mel, starts)
+    return {
+        "sync_confidence": generated["confidence"],
+        "sync_lag": generated["offset"],
+        "sync_confidence_real": real["confidence"],
+        "sync_lag_real": real["offset"],
+    }
 
 
 def contact_sheet(crops: Crops, block: np.ndarray, template: Crops, rendered: Path, columns: int = 8) -> np.ndarray:

@@ -35,8 +35,8 @@ class Split:
     val_frames: np.ndarray  # face frames of the validation block: what evaluation regenerates
 
 
-def time_split(face: np.ndarray, *, train_split: float, gap: int) -> Split:
-    """The first `train_split` of the frames train, the rest after `gap` frames validates.
+def time_split(face: np.ndarray, *, train_split: float, gap: int, clip: int = CLIP) -> Split:
+    """The first `train_split` of the frames train, the rest after `gap` frames validates; samples are `clip` frames.
 
     Contiguous blocks in time with a gap of at least `audio_span` frames between them, so no validation
     frame hears audio a training frame heard. A clip is kept only if all its frames have a face and lie in
@@ -47,8 +47,8 @@ def time_split(face: np.ndarray, *, train_split: float, gap: int) -> Split:
     lo = min(n, cut + gap)
 
     def starts(a: int, b: int) -> np.ndarray:
-        t = np.arange(a, max(a, b - CLIP + 1))
-        return t[np.all([face[t + k] for k in range(CLIP)], axis=0)] if len(t) else t
+        t = np.arange(a, max(a, b - clip + 1))
+        return t[np.all([face[t + k] for k in range(clip)], axis=0)] if len(t) else t
 
     return Split(starts(0, cut), starts(lo, n), np.flatnonzero(face[:cut]), np.flatnonzero(face[lo:]) + lo)
 

@@ -23,7 +23,8 @@ from hygie_lib.device import best_device
 from hygie_lib.io import HygieError, fingerprint
 from hygie_lib.metrics import psnr, ssim
 from hygie_lib.model import HygieUNetLite, count_params
-from hygie_lib.split import heldout_gap, reference_gap, time_split
+from hygie_lib.split import CLIP, heldout_gap, reference_gap, time_split
+from hygie_lib.syncnet import SYNC_FRAMES, SyncExpert, sync_loss
 
 
 @dataclass(frozen=True)
@@ -37,6 +38,7 @@ class TrainConfig:
     w_in: float  # L1 weight inside the mouth mask (1 outside)
     w_temporal: float  # weight of the temporal L1 on consecutive frames
     w_ssim: float  # weight of the (1 - SSIM) term inside the mask (0 = off)
+    w_sync: float  # weight of the frozen sync expert's verdict on 5-frame clips (0 = off; Wav2Lip's sync loss)
     augment: bool
     train_split: float
     seed: int
@@ -60,8 +62,10 @@ def _run(model: HygieUNetLite, b: dict[str, torch.Tensor], device: torch.device)
     return out.view(B, T, *out.shape[1:])
 
 
-def clip_loss(model: HygieUNetLite, b: dict[str, torch.Tensor], cfg: TrainConfig, device: torch.device):
-    """(total loss, predicted clips) of a batch."""
+def clip_loss(
+    model: HygieUNetLite, b: dict[str, torch.Tensor], cfg: TrainConfig, device: torch.device, expert: SyncExpert | None
+):
+    """(total loss, predicted clips) of a batch; `expert` judges the clips' sync when cfg.w_sync is on."""
     pred = _run(model, b, device)
     target, mask = b["target"].to(device), model.mask
     loss = weighted_l1(pred, target, mask, cfg.w_in)
@@ -69,6 +73,8 @@ def clip_loss(model: HygieUNetLite, b: dict[str, torch.Tensor], cfg: TrainConfig
         loss = loss + cfg.w_temporal * temporal_l1(pred, target, mask)
     if cfg.w_ssim:
         loss = loss + cfg.w_ssim * (1.0 - ssim(pred, target, mask))
+    if cfg.w_sync:
+        loss = loss + cfg.w_sync * sync_loss(expert, pred.float(), mask.cpu().numpy(), b["sync_mel"].to(device))
     return loss, pred
 
 
@@ -80,11 +86,16 @@ def cosine_schedule(opt: torch.optim.Optimizer, total_steps: int) -> torch.optim
 
 
 def train_step(
-    model: HygieUNetLite, b: dict[str, torch.Tensor], opt: torch.optim.Optimizer, cfg: TrainConfig, device
+    model: HygieUNetLite,
+    b: dict[str, torch.Tensor],
+    opt: torch.optim.Optimizer,
+    cfg: TrainConfig,
+    device,
+    expert: SyncExpert | None = None,
 ) -> float:
     """One optimiser step on a batch (bf16 autocast on CUDA); returns the loss."""
     with torch.autocast(device.type, dtype=torch.bfloat16, enabled=device.type == "cuda"):
-        loss, _ = clip_loss(model, b, cfg, device)
+        loss, _ = clip_loss(model, b, cfg, device, expert)
     opt.zero_grad(set_to_none=True)
     loss.backward()
     opt.step()
@@ -92,7 +103,7 @@ def train_step(
 
 
 def train_one_epoch(
-    model, data: MouthBatches, starts, opt, sched, cfg: TrainConfig, rng, device, desc: str
+    model, data: MouthBatches, starts, opt, sched, cfg: TrainConfig, rng, device, desc: str, expert=None
 ) -> tuple[float, float]:
     """One pass over the training clips in random order: (mean loss, samples/s)."""
     model.train()
@@ -100,7 +111,8 @@ def train_one_epoch(
     total, seen, t0 = 0.0, 0, time.perf_counter()
     bar = tqdm(range(0, len(order) - cfg.batch_size + 1, cfg.batch_size), desc=desc, unit="batch", leave=False)
     for i in bar:
-        loss = train_step(model, data.batch(order[i : i + cfg.batch_size], rng, augment=cfg.augment), opt, cfg, device)
+        b = data.batch(order[i : i + cfg.batch_size], rng, augment=cfg.augment)
+        loss = train_step(model, b, opt, cfg, device, expert)
         sched.step()
         total += loss * cfg.batch_size
         seen += cfg.batch_size
@@ -109,14 +121,14 @@ def train_one_epoch(
 
 
 @torch.no_grad()
-def validate(model, data: MouthBatches, starts, cfg: TrainConfig, device) -> tuple[dict[str, float], dict]:
+def validate(model, data: MouthBatches, starts, cfg: TrainConfig, device, expert=None) -> tuple[dict[str, float], dict]:
     """Validation loss, mouth PSNR and SSIM over all validation clips (fixed references), and one batch to preview."""
     model.eval()
     rng = np.random.default_rng(1234)  # the same references every epoch
     sums, n, first = {"loss": 0.0, "psnr_mouth": 0.0, "ssim_mouth": 0.0}, 0, None
     for i in range(0, len(starts), cfg.batch_size):
         b = data.batch(starts[i : i + cfg.batch_size], rng, augment=False)
-        loss, pred = clip_loss(model, b, cfg, device)
+        loss, pred = clip_loss(model, b, cfg, device, expert)
         pred, k, mask = pred.float().cpu(), len(starts[i : i + cfg.batch_size]), model.mask.cpu()
         sums["loss"] += float(loss) * k
         sums["psnr_mouth"] += psnr(pred, b["target"], mask) * k
@@ -172,6 +184,7 @@ def fit(
     crops_path: str | os.PathLike,
     mel_path: str | os.PathLike,
     shapes_path: str | os.PathLike,
+    sync_path: str | os.PathLike,
     *,
     model_kwargs: dict,
     cfg: TrainConfig,
@@ -195,10 +208,11 @@ def fit(
     if device.type == "cpu":
         torch.set_num_threads(os.cpu_count() or 1)
     crops, mel, shapes = Crops.load(crops_path), Mel.load(mel_path), ShapeModel.load(shapes_path)
+    expert = SyncExpert.load(sync_path) if cfg.w_sync else None
+    clip = SYNC_FRAMES if cfg.w_sync else CLIP  # the expert judges 5-frame clips
     data = DataInfo.of(crops, mel, mel_win=cfg.mel_win)
-    split = time_split(
-        crops.face, train_split=cfg.train_split, gap=heldout_gap(cfg.mel_win, mel.per_frame, shapes.offset)
-    )
+    gap = heldout_gap(cfg.mel_win, mel.per_frame, shapes.offset)
+    split = time_split(crops.face, train_split=cfg.train_split, gap=gap, clip=clip)
     if len(split.val) == 0:
         raise HygieError(
             f"{crops_path}: no validation clips (frames with a face after the first {cfg.train_split:.0%}); "
@@ -217,6 +231,7 @@ def fit(
         mel_win=cfg.mel_win,
         ref_pool=split.train_frames,
         ref_gap=reference_gap(cfg.mel_win, mel.per_frame),
+        clip=clip,
     )
     model = HygieUNetLite(mask=torch.from_numpy(crops.mask), n_mels=mel.n_mels, mel_win=cfg.mel_win, **model_kwargs)
     model.to(device)
@@ -224,6 +239,8 @@ def fit(
     sched = cosine_schedule(opt, cfg.epochs * (len(split.train) // cfg.batch_size))
     models_dir = Path(models_dir)
     settings = {**run_settings(cfg, model_kwargs, data, crops.source), "shapes": fingerprint(shapes_path)}
+    if cfg.w_sync:
+        settings["sync"] = fingerprint(sync_path)
     state_path = resume_path(models_dir, settings)
     start_epoch, best, best_weights, history = 0, float("inf"), None, []
     if resume:
@@ -252,9 +269,9 @@ def fit(
 
     for epoch in range(start_epoch, cfg.epochs):
         train_loss, speed = train_one_epoch(
-            model, batches, split.train, opt, sched, cfg, rng, device, f"epoch {epoch + 1}/{cfg.epochs}"
+            model, batches, split.train, opt, sched, cfg, rng, device, f"epoch {epoch + 1}/{cfg.epochs}", expert
         )
-        val, shown = validate(model, batches, split.val, cfg, device)
+        val, shown = validate(model, batches, split.val, cfg, device, expert)
         improved = val["loss"] < best
         if improved:
             best, best_weights = val["loss"], {k: v.detach().clone() for k, v in model.state_dict().items()}

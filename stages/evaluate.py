@@ -16,6 +16,7 @@ from hygie_lib.crops import Crops
 from hygie_lib.evaluate import cross_check, evaluate_heldout, evaluate_render
 from hygie_lib.inference import MouthModel
 from hygie_lib.io import HygieError, atomic_path, check_choice
+from hygie_lib.syncnet import SyncExpert
 
 
 def main() -> None:
@@ -23,9 +24,11 @@ def main() -> None:
     ap.add_argument("video")
     ap.add_argument("prepared", help="folder with the clip's crops.npz, mel.npz and audio.wav")
     ap.add_argument("model", help="checkpoint from the train stage")
+    ap.add_argument("sync", help="the sync expert from train_sync: judges the real, generated and rendered mouths")
     ap.add_argument("metrics", help="output folder: eval.json, heldout.csv, cross.csv, cross_check.png")
     ap.add_argument("cross_video", help="output .mp4: the cross check, real | generated | template")
-    ap.add_argument("--rendered", help="the render stage's output: with --truth, is its mouth the new audio's?")
+    ap.add_argument("--rendered", help="the render stage's output, judged against --new-mel (and --truth)")
+    ap.add_argument("--new-mel", help="mel.npz of the render's audio")
     ap.add_argument("--truth", help="demo_truth.parquet of the synthetic speaker, used when the file exists")
     args = ap.parse_args()
     p = load_params("train.TRAIN_SPLIT", "render.blend", "evaluate.shift_seconds", "evaluate.cross_seconds")
@@ -44,12 +47,24 @@ def main() -> None:
     shift = round(p.shift_seconds * crops.fps)
     split = dict(train_split=p.TRAIN_SPLIT, blend=p.blend, shift=shift)
     metrics, heldout = evaluate_heldout(args.video, model, crops, mel, **split, truth=truth.get("train"))
+    expert = SyncExpert.load(args.sync)
     cross, table, sheet = cross_check(
-        args.video, model, crops, mel, audio, args.cross_video, **split, max_frames=round(p.cross_seconds * crops.fps)
+        args.video,
+        model,
+        crops,
+        mel,
+        audio,
+        args.cross_video,
+        **split,
+        expert=expert,
+        max_frames=round(p.cross_seconds * crops.fps),
     )
     metrics.update(cross)
-    if truth and args.rendered:
-        metrics.update(evaluate_render(args.rendered, crops.fps, truth["new_audio"]))
+    if args.rendered:
+        new_mel = Mel.load(args.new_mel) if args.new_mel else None
+        metrics.update(
+            evaluate_render(args.rendered, crops.fps, truth=truth.get("new_audio"), expert=expert, mel=new_mel)
+        )
     with atomic_path(out / "eval.json") as tmp:
         tmp.write_text(json.dumps(metrics, indent=2) + "\n")
     for name, frame in (("heldout.csv", heldout), ("cross.csv", table)):

@@ -12,6 +12,7 @@ def main() -> None:
     ap.add_argument("crops", help="crops.npz of the training clip")
     ap.add_argument("mel", help="mel.npz of the training clip")
     ap.add_argument("shapes", help="shape.npz from train_shape: mouth shapes, audio -> shape, A/V offset")
+    ap.add_argument("sync", help="sync.pt from train_sync: the sync expert, a loss when train.w_sync is on")
     ap.add_argument("models_dir", help="gets best.pt (lowest validation loss); resume/ holds an unfinished run")
     ap.add_argument("live_dir", help="dvclive folder: per-epoch metrics, plots and preview images")
     args = ap.parse_args()
@@ -26,6 +27,7 @@ def main() -> None:
         w_in=p.w_in,
         w_temporal=p.w_temporal,
         w_ssim=p.w_ssim,
+        w_sync=p.w_sync,
         augment=p.augment,
         train_split=p.TRAIN_SPLIT,
         seed=p.seed,
@@ -36,6 +38,7 @@ def main() -> None:
             args.crops,
             args.mel,
             args.shapes,
+            args.sync,
             model_kwargs=model,
             cfg=cfg,
             models_dir=args.models_dir,

@@ -126,6 +126,7 @@ TINY = {
     "build_crops": {"IMG_SIZE": 32, "MOUTH_PAD": 1.3},
     "compute_mel": {"N_MELS": 80, "MEL_PER_FRAME": 4},
     "train_shape": {"av_offset": "auto", "window": 2},
+    "train_sync": {"steps": 20},
     "evaluate": {"shift_seconds": 1.0, "cross_seconds": 20},
     "train": {
         "cond": "shape",
@@ -207,6 +208,11 @@ def test_repro_writes_every_artifact(repo):
         "cross_corr_shifted",
         "open_in_silence",
         "open_in_silence_real",
+        "sync_confidence",
+        "sync_lag",
+        "sync_confidence_real",
+        "render_sync_confidence",
+        "render_sync_lag",
     }
     assert wanted <= set(evaluation)
     assert len(pd.read_csv(repo / "metrics" / "eval" / "heldout.csv")) == evaluation["frames"]
@@ -238,7 +244,15 @@ def test_changing_mouth_pad_reruns_only_what_depends_on_it(repo):
     assert changed == {"build_crops@train", "build_crops@template"}  # no other stage reads MOUTH_PAD
     out = dvc("repro", cwd=repo).stdout
     ran = set(re.findall(r"Running stage '([^']+)'", out))
-    assert ran == {"build_crops@train", "build_crops@template", "train_shape", "train", "evaluate", "render"}
+    assert ran == {
+        "build_crops@train",
+        "build_crops@template",
+        "train_shape",
+        "train_sync",
+        "train",
+        "evaluate",
+        "render",
+    }
     git_commit(repo, "MOUTH_PAD 1.5")
 
 

@@ -164,6 +164,7 @@ def run_fit(clip, out, epochs, resume=False, seed=0, live=None, cond="audio"):
         w_in=8.0,
         w_temporal=1.0,
         w_ssim=0.0,
+        w_sync=0.0,
         augment=True,
         train_split=0.75,
         seed=seed,
@@ -173,6 +174,7 @@ def run_fit(clip, out, epochs, resume=False, seed=0, live=None, cond="audio"):
         clip / "crops.npz",
         clip / "mel.npz",
         clip / "shape.npz",
+        clip / "no_sync.pt",  # not read: w_sync is off
         model_kwargs={"widths": [8, 16, 16], "emb": 16, "reference": True, "cond": cond},
         cfg=cfg,
         models_dir=out,
