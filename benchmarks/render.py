@@ -25,12 +25,14 @@ import yaml
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from hygie_lib.audio import load_audio, mel_windows, write_wav  # noqa: E402
+from hygie_lib.audio import load_audio, write_wav  # noqa: E402
+from hygie_lib.audio2shape import BANDS, AudioToShape, ShapeModel  # noqa: E402
 from hygie_lib.checkpoint import DataInfo, load_checkpoint, save_checkpoint  # noqa: E402
 from hygie_lib.crops import Crops, mouth_mask  # noqa: E402
 from hygie_lib.inference import MouthModel, export_onnx  # noqa: E402
 from hygie_lib.model import HygieUNetLite  # noqa: E402
 from hygie_lib.render import LOOP_JPEG, audio_features, prepare_template, render  # noqa: E402
+from hygie_lib.shape import ShapeSpace  # noqa: E402
 from hygie_lib.video import VideoWriter, iter_frames  # noqa: E402
 
 STEPS = ["decode", "crops", "cond", "model", "blend", "encode"]  # encode runs in its own thread, overlapping
@@ -38,8 +40,8 @@ STEPS = ["decode", "crops", "cond", "model", "blend", "encode"]  # encode runs i
 
 def make_inputs(work: Path, model_path: str | None, seconds: float) -> dict[str, str]:
     """The 720p template, the 30 s audio, a model (the trained one, else an untrained default), the prepared crops."""
-    p = yaml.safe_load((ROOT / "params.yaml").read_text())
     if model_path is None:  # speed does not depend on the weights
+        p = yaml.safe_load((ROOT / "params.yaml").read_text())
         c, m, t = p["build_crops"], p["compute_mel"], p["train"]
         data = DataInfo(
             img_size=c["IMG_SIZE"],
@@ -52,17 +54,8 @@ def make_inputs(work: Path, model_path: str | None, seconds: float) -> dict[str,
             mel_per_frame=m["MEL_PER_FRAME"],
             mel_win=t["MEL_WIN"],
         )
-        model = HygieUNetLite(
-            mask=mouth_mask(data.img_size, data.mouth_pad),
-            widths=tuple(t["widths"]),
-            emb=t["emb"],
-            n_mels=data.n_mels,
-            mel_win=data.mel_win,
-            reference=t["reference"],
-        )
-        model_path = str(work / "untrained.pt")
-        save_checkpoint(model_path, model, data)
-    data = MouthModel(model_path, "torch").data
+    else:
+        data = MouthModel(model_path, "torch").data
     raw = ROOT / "data" / "raw"
     template = work / "template_720p.mp4"
     with VideoWriter(template, data.fps, 1280, 720) as w:
@@ -77,6 +70,22 @@ def make_inputs(work: Path, model_path: str | None, seconds: float) -> dict[str,
     tpl = prepare_template(template, data)
     prep = time.perf_counter() - t
     tpl.save(work / "crops.npz")
+    if model_path is None:  # an untrained model of params.yaml's config, its shape model fitted on the template
+        model = HygieUNetLite(
+            mask=mouth_mask(data.img_size, data.mouth_pad),
+            widths=tuple(t["widths"]),
+            emb=t["emb"],
+            n_mels=data.n_mels,
+            mel_win=data.mel_win,
+            reference=t["reference"],
+            cond=t["cond"],
+        )
+        space = ShapeSpace.fit(tpl.landmarks[tpl.face], p["train_shape"]["components"])
+        predictor = AudioToShape(
+            np.zeros(BANDS), np.ones(BANDS), np.zeros((5 * BANDS + 1, space.k)), np.zeros(space.k), 2, 1.0
+        )
+        model_path = str(work / "untrained.pt")
+        save_checkpoint(model_path, model, data, ShapeModel(space, predictor, 0))
     print(
         f"template 1280x720, {len(tpl.crops)} frames, prepared once in {prep:.1f} s "
         f"({len(tpl.crops) / prep:.0f} frames/s); audio {seconds:.0f} s; model {model_path} ({data.img_size}px)"
@@ -96,7 +105,7 @@ def run_one(inputs: dict[str, str], backend: str, blend: str) -> dict:
         model, Crops.load(inputs["crops"]), inputs["template"], mel, inputs["audio"], out, blend=blend, progress=False
     )
     wall = time.perf_counter() - t + mel_s
-    seconds["mel"] = seconds.get("mel", 0.0) + mel_s
+    seconds["cond"] = seconds.get("cond", 0.0) + mel_s  # the mel is part of what the model hears
     return {
         "frames": mel.n_frames,
         "wall": wall,
@@ -119,18 +128,17 @@ def int8_report(inputs: dict[str, str]) -> None:
     import onnxruntime as ort
     from onnxruntime.quantization import QuantType, quantize_dynamic
 
-    model, d, _ = load_checkpoint(inputs["model"])
+    ckpt = load_checkpoint(inputs["model"])
+    model, d = ckpt.model, ckpt.data
     work = Path(inputs["template"]).parent
-    (work / "fp32.onnx").write_bytes(export_onnx(model, d))
+    (work / "fp32.onnx").write_bytes(export_onnx(model, d, ckpt.shapes))
     quantize_dynamic(str(work / "fp32.onnx"), str(work / "int8.onnx"), weight_type=QuantType.QInt8)
     tpl = Crops.load(inputs["crops"])
     b = 32
     crops = tpl.crops[:b].transpose(0, 3, 1, 2).astype(np.float32) / 255
-    mel = audio_features(inputs["audio"], d)
-    windows = mel_windows(mel.mel, np.arange(b) * 10, per_frame=d.mel_per_frame, win=d.mel_win)[:, None].astype(
-        np.float32
-    )
-    feeds = {"crop": crops, "mel": windows, **({"ref": crops[::-1].copy()} if model.reference else {})}
+    heard = MouthModel(inputs["model"], "torch").hear(audio_features(inputs["audio"], d))
+    cond = heard.conditions(np.arange(b) * 10, tpl.landmarks[:b], tpl.boxes[:b]).astype(np.float32)
+    feeds = {"crop": crops, "cond": cond, **({"ref": crops[::-1].copy()} if model.reference else {})}
     outs = {}
     for name in ("fp32", "int8"):
         s = ort.InferenceSession(str(work / f"{name}.onnx"), providers=["CPUExecutionProvider"])

@@ -1,9 +1,10 @@
-"""Training samples/s and forward ms/frame of the default HygieUNetLite on this machine's CPU (or --device).
+"""Training samples/s and forward ms/frame of params.yaml's HygieUNetLite on this machine's CPU (or --device).
 
-A sample is one 2-frame clip (CLIP), as in training. Random data: speed does not depend on content.
-"batching" is the CPU-side assembly of batches alone (indexing, masking, references, augmentation): on a GPU,
-training cannot go faster than that, so it bounds the expected GPU time.
-Usage: python benchmarks/train.py [--sizes 96 128] [--steps 8] [--device cpu]
+A sample is one clip of CLIP frames (5 with the sync loss), as in training. Random pixels and mel (speed does not
+depend on content), the demo face's real landmarks (a shape-conditioned model draws them). "batching" is the
+CPU-side assembly of batches alone (indexing, drawing shapes, references, augmentation): on a GPU, training
+cannot go faster than that, so it bounds the expected GPU time.
+Usage: python benchmarks/train.py [--sizes 96 128] [--steps 8] [--device cpu] [--cond shape|audio] [--w-sync 0.3]
 """
 
 from __future__ import annotations
@@ -21,11 +22,42 @@ import yaml
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from hygie_lib.crops import mouth_mask  # noqa: E402
+from hygie_lib.audio import Mel  # noqa: E402
+from hygie_lib.audio2shape import BANDS, AudioToShape, ShapeModel  # noqa: E402
+from hygie_lib.crops import Crops, mouth_boxes, mouth_mask  # noqa: E402
 from hygie_lib.dataset import MouthBatches  # noqa: E402
+from hygie_lib.landmarks import FaceMesh  # noqa: E402
 from hygie_lib.model import HygieUNetLite, count_params, flops_per_frame  # noqa: E402
+from hygie_lib.shape import ShapeSpace  # noqa: E402
 from hygie_lib.split import CLIP  # noqa: E402
+from hygie_lib.syncnet import SYNC_FRAMES, SyncExpert, SyncNet  # noqa: E402
+from hygie_lib.synth import base_face  # noqa: E402
 from hygie_lib.train import TrainConfig, train_step  # noqa: E402
+
+
+def talking_face(n: int, size: int, pad: float, n_mels: int, rng: np.random.Generator) -> tuple[Crops, Mel, ShapeModel]:
+    """Random crops and mel around the demo face's landmarks, the jaw moving, and a shape model of them."""
+    with FaceMesh(static=True) as mesh:
+        face = mesh(base_face())
+    landmarks = np.repeat(face[None], n, axis=0)
+    landmarks[:, :, 1] += rng.normal(0, 2, (n, 1))
+    crops = Crops(
+        rng.integers(0, 256, (n, size, size, 3), dtype=np.uint8),
+        mouth_boxes(landmarks, pad),
+        np.ones(n, bool),
+        landmarks,
+        mouth_mask(size, pad),
+        pad,
+        0.7,
+        25.0,
+        "",
+    )
+    mel = Mel(rng.normal(-4, 2, (n_mels, n * 4)).astype(np.float32), 16000, 512, 25.0, 4)
+    space = ShapeSpace.fit(landmarks + rng.normal(0, 1, landmarks.shape), 8)
+    predictor = AudioToShape(
+        np.zeros(BANDS), np.ones(BANDS), np.zeros((5 * BANDS + 1, space.k)), np.zeros(space.k), 2, 1.0
+    )
+    return crops, mel, ShapeModel(space, predictor, 0)
 
 
 def main() -> None:
@@ -33,9 +65,13 @@ def main() -> None:
     ap.add_argument("--sizes", type=int, nargs="+", default=[96, 128])
     ap.add_argument("--steps", type=int, default=8, help="timed optimiser steps per size (after 2 warm-up steps)")
     ap.add_argument("--device", default="cpu")
+    ap.add_argument("--cond", choices=["shape", "audio"], help="the generator's condition (default: params.yaml's)")
+    ap.add_argument("--w-sync", type=float, help="sync loss weight (default: params.yaml's)")
     args = ap.parse_args()
     p = yaml.safe_load((ROOT / "params.yaml").read_text())
     t, m = p["train"], p["compute_mel"]
+    cond = args.cond or t["cond"]
+    w_sync = t["w_sync"] if args.w_sync is None else args.w_sync
     device = torch.device(args.device)
     torch.set_num_threads(os.cpu_count() or 1)
     cfg = TrainConfig(
@@ -46,14 +82,17 @@ def main() -> None:
         w_in=t["w_in"],
         w_temporal=t["w_temporal"],
         w_ssim=t["w_ssim"],
-        w_sync=t["w_sync"],
+        w_sync=w_sync,
         augment=t["augment"],
         train_split=t["TRAIN_SPLIT"],
         seed=0,
     )
+    clip = SYNC_FRAMES if w_sync else CLIP
+    hears = {"sr": 16000, "n_fft": 512, "n_mels": m["N_MELS"], "per_frame": 4, "fps": 25.0}
+    expert = SyncExpert(SyncNet().requires_grad_(False), hears, p["build_crops"]["MOUTH_PAD"]) if w_sync else None
     print(
-        f"device {device}, {torch.get_num_threads()} threads, batch {cfg.batch_size} clips x {CLIP} frames, "
-        f"widths {t['widths']}, reference {t['reference']}"
+        f"device {device}, {torch.get_num_threads()} threads, cond {cond}, w_sync {w_sync}, batch "
+        f"{cfg.batch_size} clips x {clip} frames, widths {t['widths']}, reference {t['reference']}"
     )
     print(
         f"\n{'IMG_SIZE':>8}{'params':>11}{'GFLOPs/frame':>14}{'train samples/s':>17}{'forward ms/frame':>18}"
@@ -62,51 +101,50 @@ def main() -> None:
     for size in args.sizes:
         rng = np.random.default_rng(0)
         n = 400
-        crops = rng.integers(0, 256, (n, size, size, 3), dtype=np.uint8)
-        mel = rng.normal(-4, 2, (m["N_MELS"], n * m["MEL_PER_FRAME"])).astype(np.float32)
+        crops, mel, shapes = talking_face(n, size, p["build_crops"]["MOUTH_PAD"], m["N_MELS"], rng)
         data = MouthBatches(
-            crops, mel, per_frame=m["MEL_PER_FRAME"], mel_win=cfg.mel_win, ref_pool=np.arange(n), ref_gap=8
+            crops, mel, shapes, cond=cond, mel_win=cfg.mel_win, ref_pool=np.arange(n), ref_gap=8, clip=clip
         )
         model = HygieUNetLite(
-            mask=mouth_mask(size, p["build_crops"]["MOUTH_PAD"]),
+            mask=crops.mask,
             widths=tuple(t["widths"]),
             emb=t["emb"],
             n_mels=m["N_MELS"],
             mel_win=cfg.mel_win,
             reference=t["reference"],
+            cond=cond,
         ).to(device)
         opt = torch.optim.AdamW(model.parameters(), lr=cfg.lr)
-
         for i in range(2 + args.steps):  # 2 warm-up steps, then timed ones
             if i == 2:
                 _sync(device)
                 t0 = time.perf_counter()
-            starts = rng.integers(0, n - CLIP, cfg.batch_size)
-            train_step(model, data.batch(starts, rng, augment=cfg.augment), opt, cfg, device)
+            starts = rng.integers(0, n - clip, cfg.batch_size)
+            train_step(model, data.batch(starts, rng, augment=cfg.augment), opt, cfg, device, expert)
         _sync(device)
         train_sps = args.steps * cfg.batch_size / (time.perf_counter() - t0)
 
         model.eval()
         bs = 32
-        masked = torch.rand(bs, 3, size, size, device=device)
-        mels = torch.randn(bs, 1, m["N_MELS"], cfg.mel_win, device=device)
-        ref = masked if model.reference else None
+        crop = torch.rand(bs, 3, size, size, device=device)
+        cond_in = torch.rand(model.cond_shape(bs), device=device)
+        ref = crop if model.reference else None
         with torch.inference_mode():
-            model(masked, mels, ref)
+            model(crop, cond_in, ref)
             _sync(device)
             t0 = time.perf_counter()
             reps = 5
             for _ in range(reps):
-                model(masked, mels, ref)
+                model(crop, cond_in, ref)
             _sync(device)
         fwd_ms = (time.perf_counter() - t0) / (reps * bs) * 1e3
         t0 = time.perf_counter()  # CPU-side batch assembly alone: the ceiling of a GPU run that does the rest
         for _ in range(args.steps):
-            data.batch(rng.integers(0, n - CLIP, cfg.batch_size), rng, augment=cfg.augment)
+            data.batch(rng.integers(0, n - clip, cfg.batch_size), rng, augment=cfg.augment)
         batch_sps = args.steps * cfg.batch_size / (time.perf_counter() - t0)
         print(
-            f"{size:>8}{count_params(model):>11,}{flops_per_frame(model) / 1e9:>14.3f}{train_sps:>17.1f}{fwd_ms:>18.2f}"
-            f"{batch_sps:>20.0f}"
+            f"{size:>8}{count_params(model):>11,}{flops_per_frame(model) / 1e9:>14.3f}{train_sps:>17.1f}"
+            f"{fwd_ms:>18.2f}{batch_sps:>20.0f}"
         )
 
 

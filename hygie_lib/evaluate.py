@@ -1,7 +1,9 @@
-"""Evaluation: the held-out block regenerated from its own audio and measured against reality, and the rendered product.
+"""Evaluation of a trained model on its recording's held-out block, and of the rendered product.
 
-`evaluate_heldout` also runs with the audio shifted by `shift` frames: a model that listens gets clearly worse.
-`evaluate_render` measures the mouth of a rendered video against per-frame ground truth (the synthetic speaker).
+`evaluate_heldout`: the held-out frames regenerated from their own audio and pasted back, measured against reality
+(also with the audio shifted: a model that listens gets clearly worse). `cross_check`: the held-out block played
+backwards as the template, re-voiced with its own audio forwards: does the mouth follow the audio rather than the
+template? `evaluate_render`: the render against ground truth (the synthetic speaker) and the sync expert's verdict.
 """
 
 from __future__ import annotations
@@ -24,7 +26,7 @@ from hygie_lib.blend import paste_mouth
 from hygie_lib.crops import Crops, crop
 from hygie_lib.inference import HeardAudio, HeardShapes, MouthModel
 from hygie_lib.io import atomic_path, fingerprint
-from hygie_lib.landmarks import FaceMesh
+from hygie_lib.landmarks import FaceMesh, detect_video
 from hygie_lib.metrics import closed_level, lag_correlation, lip_distance, mouth_aperture, ssim, sync
 from hygie_lib.render import LOOP_JPEG, render
 from hygie_lib.split import Split, heldout_gap, pick_references, reference_gap, time_split
@@ -52,12 +54,6 @@ def generate_frames(
 def _tensor(img: np.ndarray) -> torch.Tensor:
     """uint8 image [H, W, 3] -> float tensor [3, H, W] in [0, 1]."""
     return torch.from_numpy(img).permute(2, 0, 1).float() / 255.0
-
-
-def video_apertures(video: str | os.PathLike, fps: float) -> np.ndarray:
-    """Inner-lip aperture of every frame of a video, measured by FaceMesh (NaN where no face is found)."""
-    with FaceMesh() as mesh:
-        return mouth_aperture(np.stack([mesh(frame) for frame in iter_frames(video, fps)]))
 
 
 def evaluate_heldout(
@@ -155,8 +151,7 @@ def evaluate_render(
 ) -> dict[str, float]:
     """The product itself, the rendered video: its mouth (FaceMesh aperture) against the new audio's per-frame
     `truth` (the synthetic speaker), and the sync expert's verdict on it with the new audio's `mel`."""
-    with FaceMesh() as mesh:
-        landmarks = np.stack([mesh(frame) for frame in iter_frames(rendered, fps)])
+    landmarks = detect_video(rendered, fps, progress=False)
     metrics = {}
     if truth is not None:
         ap = mouth_aperture(landmarks)
@@ -234,7 +229,7 @@ def cross_check(
             seg = Mel.of(segment, mel.sr, fps=crops.fps, n_mels=d.n_mels, per_frame=d.mel_per_frame, n_fft=d.n_fft)
             rendered = work / f"cross{name}.mp4"
             render(model, template, template_video, seg, wav, rendered, blend=blend, progress=progress)
-            gen_ap = video_apertures(rendered, crops.fps)[: len(block)]
+            gen_ap = mouth_aperture(detect_video(rendered, crops.fps, progress=False))[: len(block)]
             table[f"gen_aperture{name}"] = gen_ap
             corr, lag = sync(gen_ap, real_ap)
             metrics[f"cross_corr{name}"], metrics[f"cross_lag{name}"] = corr, lag

@@ -157,7 +157,7 @@ def render(
     `mel` is what the model hears; `audio` (any audio or video file) is decoded again at AUDIO_SR as the video
     advances and muxed in, so its duration is the output's. Encoding runs in a second thread (PyAV releases the
     GIL), overlapping the model and blending; `preset` is libx264's speed/size trade-off. Returns the seconds
-    spent per step (decode, crops, mel, model, blend, encode; encode overlaps the others).
+    spent per step (decode, crops, cond, model, blend, encode; encode overlaps the others).
     """
     info = check_template_video(template_video)
     seconds: dict[str, float] = defaultdict(float)
