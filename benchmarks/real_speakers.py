@@ -2,10 +2,11 @@
 
 For each clip: prepare (landmarks, crops, mel), train_shape (A/V offset, audio -> shape), train_sync (the sync
 expert), train (the generator) on the first TRAIN_SPLIT of the clip, and evaluate's cross check on the rest
-(played backwards as the template, its audio forwards). Prints one row per clip; writes each clip's contact
-sheet and side-by-side video into --out.
+(played backwards as the template, its audio forwards), once per render.mouth mode. Prints one row per clip and
+mode; writes each one's contact sheet and side-by-side video into --out. About 15 minutes for obama_20s and 6 for
+each 8 s clip on 2 cores, plus 2 per extra mode.
 Usage: python benchmarks/real_speakers.py [--clips obama_20s ...] [--epochs 40] [--size 128] [--cond shape]
-       [--w-sync 0] [--out /tmp/real_speakers]   (about 15 minutes for obama_20s, 6 for each 8 s clip, on 2 cores)
+       [--w-sync 0] [--w-gan 0] [--mouths generate retrieve blend] [--out /tmp/real_speakers]
 """
 
 from __future__ import annotations
@@ -17,6 +18,7 @@ import time
 from pathlib import Path
 
 import cv2
+import numpy as np
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
@@ -24,9 +26,10 @@ sys.path.insert(0, str(ROOT))
 from hygie_lib.audio import Mel, load_audio  # noqa: E402
 from hygie_lib.audio2shape import learn_shapes  # noqa: E402
 from hygie_lib.crops import build_crops  # noqa: E402
-from hygie_lib.evaluate import cross_check  # noqa: E402
+from hygie_lib.evaluate import cross_check, heldout_split  # noqa: E402
 from hygie_lib.inference import MouthModel  # noqa: E402
 from hygie_lib.landmarks import detect_video  # noqa: E402
+from hygie_lib.retrieve import build_library  # noqa: E402
 from hygie_lib.syncnet import learn_sync  # noqa: E402
 from hygie_lib.train import TrainConfig, fit  # noqa: E402
 
@@ -44,6 +47,8 @@ COLUMNS = [
     "sync_confidence_real",
     "open_in_silence",
     "open_in_silence_real",
+    "sharpness_ratio",
+    "teeth_ratio",
 ]
 
 
@@ -81,6 +86,8 @@ def run_clip(name: str, args: argparse.Namespace) -> dict:
         w_temporal=1.0,
         w_ssim=0.5,
         w_sync=args.w_sync,
+        w_gan=args.w_gan,
+        gan_warmup=args.gan_warmup,
         augment=True,
         train_split=args.split,
         seed=0,
@@ -96,25 +103,35 @@ def run_clip(name: str, args: argparse.Namespace) -> dict:
         models_dir=work,
         live=Quiet(),
     )
-    metrics, table, sheet = cross_check(
-        video,
-        MouthModel(work / "best.pt"),
-        crops,
-        mel,
-        audio,
-        work / "cross_check.mp4",
-        train_split=args.split,
-        blend="poisson",
-        shift=25,
-        expert=expert,
-        progress=False,
+    model = MouthModel(work / "best.pt")
+    split = heldout_split(model, crops, args.split)
+    library = build_library(
+        crops, np.nan_to_num(shapes.space.coefficients(crops.landmarks)) / shapes.space.scale, split.train_frames
     )
-    cv2.imwrite(str(work / "cross_check.png"), sheet[..., ::-1])
-    table.to_csv(work / "cross.csv", index=False)
-    metrics.update({k: shape_metrics[k] for k in ("av_offset", "av_offset_confidence", "aperture_corr")})
-    metrics["minutes"] = round((time.perf_counter() - t0) / 60, 1)
-    (work / "metrics.json").write_text(json.dumps(metrics, indent=2))
-    return metrics
+    rows = {}
+    for mouth in args.mouths:
+        metrics, table, sheet = cross_check(
+            video,
+            model,
+            crops,
+            mel,
+            audio,
+            work / f"cross_check_{mouth}.mp4",
+            train_split=args.split,
+            blend="poisson",
+            shift=25,
+            expert=expert,
+            mouth=mouth,
+            library=library,
+            progress=False,
+        )
+        cv2.imwrite(str(work / f"cross_check_{mouth}.png"), sheet[..., ::-1])
+        table.to_csv(work / f"cross_{mouth}.csv", index=False)
+        metrics.update({k: shape_metrics[k] for k in ("av_offset", "av_offset_confidence", "aperture_corr")})
+        metrics["minutes"] = round((time.perf_counter() - t0) / 60, 1)
+        rows[mouth] = metrics
+    (work / "metrics.json").write_text(json.dumps(rows, indent=2))
+    return rows
 
 
 def main() -> None:
@@ -124,6 +141,15 @@ def main() -> None:
     ap.add_argument("--size", type=int, default=128)
     ap.add_argument("--cond", default="shape", choices=["shape", "audio"])
     ap.add_argument("--w-sync", type=float, default=0.0)
+    ap.add_argument("--w-gan", type=float, default=0.0)
+    ap.add_argument("--gan-warmup", type=int, default=10)
+    ap.add_argument(
+        "--mouths",
+        nargs="+",
+        default=["generate"],
+        choices=["generate", "retrieve", "blend"],
+        help="render.mouth modes to cross-check (the first goes in the table's main columns)",
+    )
     ap.add_argument("--split", type=float, default=0.75, help="share of each clip that trains (the rest is held out)")
     ap.add_argument("--out", type=Path, default=Path("/tmp/real_speakers"))
     args = ap.parse_args()
@@ -133,12 +159,11 @@ def main() -> None:
         f"cond {args.cond}, w_sync {args.w_sync}, {args.size} px, {args.epochs} epochs, train on the first "
         f"{args.split:.0%}\n"
     )
-    print(f"{'clip':<20}" + "".join(f"{c:>22}" for c in COLUMNS) + f"{'minutes':>9}")
+    print(f"{'clip, render.mouth':<28}" + "".join(f"{c:>22}" for c in COLUMNS) + f"{'minutes':>9}")
     for name in args.clips:
-        m = run_clip(name, args)
-        print(
-            f"{name:<20}" + "".join(f"{m.get(c, float('nan')):>22}" for c in COLUMNS) + f"{m['minutes']:>9}", flush=True
-        )
+        for mouth, m in run_clip(name, args).items():
+            row = f"{name}, {mouth}"
+            print(f"{row:<28}" + "".join(f"{m.get(c, float('nan')):>22}" for c in COLUMNS) + f"{m['minutes']:>9}")
 
 
 if __name__ == "__main__":

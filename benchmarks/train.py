@@ -5,6 +5,7 @@ depend on content), the demo face's real landmarks (a shape-conditioned model dr
 CPU-side assembly of batches alone (indexing, drawing shapes, references, augmentation): on a GPU, training
 cannot go faster than that, so it bounds the expected GPU time.
 Usage: python benchmarks/train.py [--sizes 96 128] [--steps 8] [--device cpu] [--cond shape|audio] [--w-sync 0.3]
+       [--w-gan 0.1]
 """
 
 from __future__ import annotations
@@ -32,7 +33,7 @@ from hygie_lib.shape import ShapeSpace  # noqa: E402
 from hygie_lib.split import CLIP  # noqa: E402
 from hygie_lib.syncnet import SYNC_FRAMES, SyncExpert, SyncNet  # noqa: E402
 from hygie_lib.synth import base_face  # noqa: E402
-from hygie_lib.train import TrainConfig, train_step  # noqa: E402
+from hygie_lib.train import Adversary, Critics, TrainConfig, train_step  # noqa: E402
 
 
 def talking_face(n: int, size: int, pad: float, n_mels: int, rng: np.random.Generator) -> tuple[Crops, Mel, ShapeModel]:
@@ -67,11 +68,13 @@ def main() -> None:
     ap.add_argument("--device", default="cpu")
     ap.add_argument("--cond", choices=["shape", "audio"], help="the generator's condition (default: params.yaml's)")
     ap.add_argument("--w-sync", type=float, help="sync loss weight (default: params.yaml's)")
+    ap.add_argument("--w-gan", type=float, help="adversarial loss weight (default: params.yaml's)")
     args = ap.parse_args()
     p = yaml.safe_load((ROOT / "params.yaml").read_text())
     t, m = p["train"], p["compute_mel"]
     cond = args.cond or t["cond"]
     w_sync = t["w_sync"] if args.w_sync is None else args.w_sync
+    w_gan = t["w_gan"] if args.w_gan is None else args.w_gan
     device = torch.device(args.device)
     torch.set_num_threads(os.cpu_count() or 1)
     cfg = TrainConfig(
@@ -83,6 +86,8 @@ def main() -> None:
         w_temporal=t["w_temporal"],
         w_ssim=t["w_ssim"],
         w_sync=w_sync,
+        w_gan=w_gan,
+        gan_warmup=0,
         augment=t["augment"],
         train_split=t["TRAIN_SPLIT"],
         seed=0,
@@ -90,8 +95,9 @@ def main() -> None:
     clip = SYNC_FRAMES if w_sync else CLIP
     hears = {"sr": 16000, "n_fft": 512, "n_mels": m["N_MELS"], "per_frame": 4, "fps": 25.0}
     expert = SyncExpert(SyncNet().requires_grad_(False), hears, p["build_crops"]["MOUTH_PAD"]) if w_sync else None
+    critics = Critics(expert, Adversary(cfg.lr, device) if w_gan else None, adversarial=bool(w_gan))
     print(
-        f"device {device}, {torch.get_num_threads()} threads, cond {cond}, w_sync {w_sync}, batch "
+        f"device {device}, {torch.get_num_threads()} threads, cond {cond}, w_sync {w_sync}, w_gan {w_gan}, batch "
         f"{cfg.batch_size} clips x {clip} frames, widths {t['widths']}, reference {t['reference']}"
     )
     print(
@@ -120,7 +126,7 @@ def main() -> None:
                 _sync(device)
                 t0 = time.perf_counter()
             starts = rng.integers(0, n - clip, cfg.batch_size)
-            train_step(model, data.batch(starts, rng, augment=cfg.augment), opt, cfg, device, expert)
+            train_step(model, data.batch(starts, rng, augment=cfg.augment), opt, cfg, device, critics)
         _sync(device)
         train_sps = args.steps * cfg.batch_size / (time.perf_counter() - t0)
 

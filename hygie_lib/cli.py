@@ -74,14 +74,19 @@ def cmd_render(args: argparse.Namespace) -> int:
     from hygie_lib.crops import Crops
     from hygie_lib.inference import MouthModel
     from hygie_lib.render import audio_features, check_template_video, prepare_template, render
+    from hygie_lib.retrieve import MouthLibrary
     from hygie_lib.video import CONTAINERS
 
-    inputs = [p for p in (args.template, args.audio, args.model, args.crops) if p]
+    inputs = [p for p in (args.template, args.audio, args.model, args.crops, args.library) if p]
     check_output(args.out, suffixes=CONTAINERS, inputs=inputs)  # before any work: nothing is lost or wasted
     require_file(args.template, "template video", "Give the path of a video of the person idling.")
     require_file(args.audio, "audio file", "Give the path of the speech to lip-sync.")
     check_template_video(args.template)
     model = MouthModel(args.model, args.backend)
+    library = None
+    if args.mouth != "generate":
+        fix = "Give the library of the model's recording, e.g. --library models/library.npz (`dvc repro`)."
+        library = MouthLibrary.load(require_file(args.library or "models/library.npz", "mouth library", fix))
     mel = audio_features(args.audio, model.data)
     if args.crops:
         template = Crops.load(
@@ -97,7 +102,18 @@ def cmd_render(args: argparse.Namespace) -> int:
         print(f"{args.template}: preparing the template (landmarks and crops) with the model's params")
         template = prepare_template(args.template, model.data, min_confidence=args.min_confidence)
     t = time.perf_counter()
-    render(model, template, args.template, mel, args.audio, args.out, blend=args.blend, batch=args.batch)
+    render(
+        model,
+        template,
+        args.template,
+        mel,
+        args.audio,
+        args.out,
+        blend=args.blend,
+        batch=args.batch,
+        mouth=args.mouth,
+        library=library,
+    )
     print(f"{args.out}: {mel.n_frames} frames in {time.perf_counter() - t:.1f} s")
     return 0
 
@@ -137,6 +153,7 @@ def build_parser() -> argparse.ArgumentParser:
     """The argument parser of `hygie` and its subcommands."""
     from hygie_lib.blend import BLENDS
     from hygie_lib.inference import BACKENDS
+    from hygie_lib.render import MOUTHS
 
     ap = argparse.ArgumentParser(prog="hygie", description="HygieSync: person-specific lip-sync.")
     sub = ap.add_subparsers(dest="command", required=True)
@@ -172,6 +189,13 @@ def build_parser() -> argparse.ArgumentParser:
         help="the template's prepared crops, e.g. data/prepared/template/crops.npz "
         "(default: prepare them now, with the model's crop settings)",
     )
+    p.add_argument(
+        "--mouth",
+        choices=list(MOUTHS),
+        default="generate",
+        help="draw the mouth, paste a real one of the recording (retrieve), or both (default: generate)",
+    )
+    p.add_argument("--library", help="real mouths for --mouth retrieve/blend (default: models/library.npz)")
     p.add_argument("--blend", choices=list(BLENDS), default="poisson", help="paste-back (default: poisson)")
     p.add_argument("--backend", choices=list(BACKENDS), default="onnx", help="model runtime (default: onnx)")
     p.add_argument("--batch", type=positive(int), default=32, help="frames per model call (default: 32)")

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import os
 import tempfile
+from collections.abc import Iterable
 from dataclasses import replace
 from itertools import islice
 from pathlib import Path
@@ -27,11 +28,23 @@ from hygie_lib.crops import Crops, crop
 from hygie_lib.inference import HeardAudio, HeardShapes, MouthModel
 from hygie_lib.io import atomic_path, fingerprint
 from hygie_lib.landmarks import FaceMesh, detect_video
-from hygie_lib.metrics import closed_level, lag_correlation, lip_distance, mouth_aperture, ssim, sync
+from hygie_lib.metrics import (
+    closed_level,
+    lag_correlation,
+    lip_distance,
+    mouth_aperture,
+    sharpness,
+    ssim,
+    sync,
+    teeth_fraction,
+)
 from hygie_lib.render import LOOP_JPEG, render
+from hygie_lib.retrieve import MouthLibrary
 from hygie_lib.split import Split, heldout_gap, pick_references, reference_gap, time_split
 from hygie_lib.syncnet import SyncExpert, clip_starts, image_mouths, judge_frames, judge_video
 from hygie_lib.video import VideoWriter, iter_frames
+
+SHARP_SIZE = 256  # sharpness is compared in mouth boxes resampled to this side (above the crops': loss of detail shows)
 
 
 def generate_frames(
@@ -180,6 +193,8 @@ def cross_check(
     blend: str,
     shift: int,
     expert: SyncExpert | None = None,
+    mouth: str = "generate",
+    library: MouthLibrary | None = None,
     max_frames: int = 500,
     progress: bool = True,
 ) -> tuple[dict, pd.DataFrame, np.ndarray]:
@@ -228,8 +243,20 @@ def cross_check(
             write_wav(wav, segment, mel.sr)
             seg = Mel.of(segment, mel.sr, fps=crops.fps, n_mels=d.n_mels, per_frame=d.mel_per_frame, n_fft=d.n_fft)
             rendered = work / f"cross{name}.mp4"
-            render(model, template, template_video, seg, wav, rendered, blend=blend, progress=progress)
-            gen_ap = mouth_aperture(detect_video(rendered, crops.fps, progress=False))[: len(block)]
+            render(
+                model,
+                template,
+                template_video,
+                seg,
+                wav,
+                rendered,
+                blend=blend,
+                mouth=mouth,
+                library=library,
+                progress=progress,
+            )
+            gen_lm = detect_video(rendered, crops.fps, progress=False)[: len(block)]
+            gen_ap = mouth_aperture(gen_lm)
             table[f"gen_aperture{name}"] = gen_ap
             corr, lag = sync(gen_ap, real_ap)
             metrics[f"cross_corr{name}"], metrics[f"cross_lag{name}"] = corr, lag
@@ -237,6 +264,17 @@ def cross_check(
             if name == "" and expert is not None:
                 metrics.update(_judge_cross(expert, crops, block, template, rendered, seg))
             if name == "":
+                real = [_decode(j) for j in jpegs]
+                metrics.update(
+                    _appearance(
+                        real,
+                        crops.landmarks[block],
+                        iter_frames(rendered, crops.fps),
+                        gen_lm,
+                        template,
+                        real_ap > closed,
+                    )
+                )
                 silent = silent_frames(seg.mel, seg.per_frame)[: len(block)]
                 table["silent"] = silent
                 metrics["silent_frames"] = int(silent.sum())
@@ -245,6 +283,34 @@ def cross_check(
                 sheet = contact_sheet(crops, block, template, rendered)
                 side_by_side(jpegs, rendered, template_video, wav, out_video, fps=crops.fps, sr=mel.sr)
     return _rounded(metrics), table, sheet
+
+
+def _appearance(
+    real: list[np.ndarray],
+    real_lm: np.ndarray,
+    generated: Iterable[np.ndarray],
+    gen_lm: np.ndarray,
+    template: Crops,
+    open_: np.ndarray,
+) -> dict:
+    """How real the generated mouths look next to the real ones: `sharpness_ratio` (mean high-frequency energy in
+    the mask, generated / real, measured at SHARP_SIZE px, finer than the crops: what a crop size loses counts;
+    1 = as sharp) and `teeth_ratio` (on frames where the
+    real mouth is open, the mean share of teeth pixels inside the inner lips, generated / real)."""
+    sharp_real, sharp_gen, teeth_real, teeth_gen = [], [], [], []
+    mask = cv2.resize(template.mask, (SHARP_SIZE, SHARP_SIZE), interpolation=cv2.INTER_NEAREST)
+    for k, (r, g) in enumerate(zip(real, generated)):  # real frame k is template frame n-1-k; g was drawn into k
+        sharp_real.append(sharpness(crop(r, template.boxes[len(real) - 1 - k], SHARP_SIZE), mask))
+        sharp_gen.append(sharpness(crop(g, template.boxes[k], SHARP_SIZE), mask))
+        if open_[k]:
+            teeth_real.append(teeth_fraction(r, real_lm[k]))
+            teeth_gen.append(teeth_fraction(g, gen_lm[k]))
+    teeth = np.nanmean(teeth_gen) / max(np.nanmean(teeth_real), 1e-6) if teeth_real else float("nan")
+    return {
+        "sharpness_ratio": float(np.mean(sharp_gen) / max(np.mean(sharp_real), 1e-6)),
+        "teeth_ratio": float(teeth),
+        "teeth_real": float(np.nanmean(teeth_real)) if teeth_real else float("nan"),
+    }
 
 
 def _judge_cross(

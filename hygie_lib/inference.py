@@ -175,12 +175,15 @@ class MouthModel:
                 "Prepare it with the model's params (`dvc repro`), or retrain."
             )
 
+    def mouth_shapes(self, mel: Mel, *, offset: int = 0) -> np.ndarray:
+        """The mouth shape [n_frames, K] the audio asks for at every frame (the recording's shape model)."""
+        return self.shapes.predictor.predict(mel.mel, mel.per_frame, offset=offset)
+
     def hear(self, mel: Mel, *, offset: int = 0) -> HeardShapes | HeardAudio:
         """What the model takes from an audio, for all its frames. `offset`: the A/V offset of the training recording
         when the audio is that recording's own (evaluation); new audio is heard as it is (0)."""
         if self.cond == "shape":
-            coefficients = self.shapes.predictor.predict(mel.mel, mel.per_frame, offset=offset)
-            return HeardShapes(coefficients, self.shapes.space, self.data.img_size)
+            return HeardShapes(self.mouth_shapes(mel, offset=offset), self.shapes.space, self.data.img_size)
         return HeardAudio(mel.mel, mel.per_frame, self.data.mel_win, offset)
 
     def generate(self, crops: np.ndarray, refs: np.ndarray | None, cond: np.ndarray) -> np.ndarray:

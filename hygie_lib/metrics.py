@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import cv2
 import numpy as np
 import torch
 import torch.nn.functional as F
@@ -9,6 +10,7 @@ import torch.nn.functional as F
 from hygie_lib.landmarks import INNER_LIPS, OUTER_LIPS, eye_centres, face_axes
 
 MAX_LAG = 10  # frames searched either way for the sync offset
+TEETH_VALUE, TEETH_SATURATION = 140, 90  # a pixel is "teeth" when bright (HSV V >= 140) and pale (S <= 90)
 
 
 def ssim(pred: torch.Tensor, target: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
@@ -73,3 +75,23 @@ def sync(gen: np.ndarray, real: np.ndarray) -> tuple[float, int]:
     """(correlation at lag 0, the lag in -MAX_LAG..MAX_LAG frames with the highest correlation) of two apertures."""
     lags = {lag: lag_correlation(gen, real, lag) for lag in range(-MAX_LAG, MAX_LAG + 1)}
     return lags[0], int(max(lags, key=lambda k: -np.inf if np.isnan(lags[k]) else lags[k]))
+
+
+def sharpness(crop: np.ndarray, mask: np.ndarray) -> float:
+    """High-frequency energy of an RGB crop inside the mask (eroded off its edge): variance of the grey Laplacian."""
+    inside = cv2.erode(mask, np.ones((5, 5), np.uint8)).astype(bool)
+    lap = cv2.Laplacian(cv2.cvtColor(crop, cv2.COLOR_RGB2GRAY).astype(np.float32), cv2.CV_32F)
+    return float(lap[inside].var())
+
+
+def teeth_fraction(frame: np.ndarray, landmarks: np.ndarray) -> float:
+    """Share of bright, pale (teeth) pixels inside the inner-lip polygon of an RGB frame; NaN without a face or an
+    opening."""
+    if np.isnan(landmarks[0, 0]):
+        return float("nan")
+    inside = np.zeros(frame.shape[:2], np.uint8)
+    cv2.fillPoly(inside, [np.round(landmarks[INNER_LIPS, :2]).astype(np.int32)], 1)
+    if inside.sum() < 4:
+        return float("nan")
+    hsv = cv2.cvtColor(frame, cv2.COLOR_RGB2HSV)[inside.astype(bool)]
+    return float(np.mean((hsv[:, 2] >= TEETH_VALUE) & (hsv[:, 1] <= TEETH_SATURATION)))

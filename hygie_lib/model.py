@@ -272,3 +272,27 @@ def flops_per_frame(model: HygieUNetLite) -> int:
         for h in handles:
             h.remove()
     return total
+
+
+class PatchDiscriminator(nn.Module):
+    """PatchGAN critic of mouth crops: (masked crop, crop) [B, 6, S, S] -> a realism score per patch [B, 1, S/8, S/8].
+
+    It sees the masked crop too (what the generator saw), so it judges whether the mouth fits that face. Spectral
+    norm on every conv keeps it Lipschitz, so adversarial training stays stable on a few hundred frames.
+    """
+
+    def __init__(self, *, width: int = 32):
+        super().__init__()
+        sn = nn.utils.parametrizations.spectral_norm
+        self.net = nn.Sequential(
+            sn(nn.Conv2d(6, width, 4, 2, 1)),
+            nn.LeakyReLU(0.2, inplace=True),  # S/2
+            sn(nn.Conv2d(width, 2 * width, 4, 2, 1)),
+            nn.LeakyReLU(0.2, inplace=True),  # S/4
+            sn(nn.Conv2d(2 * width, 4 * width, 4, 2, 1)),
+            nn.LeakyReLU(0.2, inplace=True),  # S/8
+            sn(nn.Conv2d(4 * width, 1, 3, 1, 1)),
+        )
+
+    def forward(self, masked: Tensor, crop: Tensor) -> Tensor:
+        return self.net(torch.cat([masked, crop], dim=1))

@@ -25,7 +25,8 @@ from hygie_lib.blend import paste_mouth
 from hygie_lib.checkpoint import DataInfo
 from hygie_lib.crops import Crops
 from hygie_lib.inference import MouthModel
-from hygie_lib.io import HygieError, atomic_path
+from hygie_lib.io import HygieError, atomic_path, check_choice
+from hygie_lib.retrieve import MouthLibrary
 from hygie_lib.video import VideoInfo, VideoWriter, iter_frames, probe_video
 
 AUDIO_SR = 48000  # sample rate of the muxed output audio (the model hears its own SR via the mel)
@@ -33,6 +34,7 @@ SILENCE = 1e-4  # peak amplitude below which an audio file counts as silent
 # template frames cached for replay: JPEG at quality 95 without chroma subsampling (PSNR ~47 dB; the output is
 # H.264 at crf 18 anyway), about a tenth of the raw size
 LOOP_JPEG = [cv2.IMWRITE_JPEG_QUALITY, 95, cv2.IMWRITE_JPEG_SAMPLING_FACTOR, cv2.IMWRITE_JPEG_SAMPLING_FACTOR_444]
+MOUTHS = ("generate", "retrieve", "blend")  # render.mouth: draw the mouth, paste a real one, or draw it from a real one
 METADATA = {"comment": "Synthetic lip-sync made by HygieSync: the mouth region is generated from the audio."}
 
 
@@ -100,18 +102,24 @@ def render_frames(
     *,
     blend: str = "poisson",
     batch: int = 32,
+    mouth: str = "generate",
+    library: MouthLibrary | None = None,
     seconds: dict[str, float] | None = None,
 ) -> Iterator[np.ndarray]:
     """Output RGB frames, one per video frame of `mel`: template frames with the mouth drawn from the audio.
 
-    Frames without a face pass through untouched. Seconds spent per step are added to `seconds`.
+    `mouth` (MOUTHS): "generate" draws it with the model; "retrieve" pastes the real mouth of the `library` whose
+    shape is nearest the audio's, picked along a smooth path; "blend" has the model draw it, shown that real mouth
+    as its reference. Frames without a face pass through untouched. Seconds spent per step are added to `seconds`.
     """
     model.check_crops(template, template_video)
+    check_choice("render.mouth", mouth, MOUTHS)
     n_out, n_template = mel.n_frames, len(template.crops)
     refs = reference_indices(template.face)
     seconds = defaultdict(float) if seconds is None else seconds
     t = time.perf_counter()
     heard = model.hear(mel)  # the whole audio at once: a shape model smooths its mouth shapes over time
+    picks = None if mouth == "generate" else _retrieve(model, mel, library)
     seconds["cond"] += _lap(t)
     frames = pingpong_frames(template_video, template.fps, n_template, n_out)
     for k0 in range(0, n_out, batch):
@@ -121,22 +129,35 @@ def render_frames(
         idx = np.array([i for i, _ in chunk])
         seconds["decode"] += _lap(t)
         t = time.perf_counter()
-        f = idx[template.face[idx]]  # template frames with a face
+        face = template.face[idx]
+        f, kf = idx[face], ks[face]  # template frames with a face, and the output frames they make
         crops, ref = template.crops[f], template.crops[refs[f]] if model.reference else None  # [F, S, S, 3]
+        if picks is not None:
+            ref = library.crops[picks[kf]]
         seconds["crops"] += _lap(t)
         t = time.perf_counter()
-        cond = heard.conditions(ks[template.face[idx]], template.landmarks[f], template.boxes[f])
+        cond = heard.conditions(kf, template.landmarks[f], template.boxes[f]) if mouth != "retrieve" else None
         seconds["cond"] += _lap(t)
         t = time.perf_counter()
         if len(f):
-            mouths = model.generate(crops, ref, cond)
+            mouths = ref if mouth == "retrieve" else model.generate(crops, ref, cond)
         seconds["model"] += _lap(t)
-        for j, (i, frame) in zip(np.cumsum(template.face[idx]) - 1, chunk):
+        for j, (i, frame) in zip(np.cumsum(face) - 1, chunk):
             t = time.perf_counter()
             if template.face[i]:
                 frame = paste_mouth(frame, mouths[j], template.boxes[i], model.mask, mode=blend)
             seconds["blend"] += _lap(t)
             yield frame
+
+
+def _retrieve(model: MouthModel, mel: Mel, library: MouthLibrary | None) -> np.ndarray:
+    """The library mouth of every output frame: nearest the shape the audio asks for, along a smooth path."""
+    if library is None:
+        raise HygieError("render.mouth retrieve and blend need a mouth library: models/library.npz (build_library).")
+    if library.crops.shape[1] != model.data.img_size:
+        size = library.crops.shape[1]
+        raise HygieError(f"the mouth library holds {size}px crops, the model {model.data.img_size}px: `dvc repro`.")
+    return library.choose(model.mouth_shapes(mel) / model.shapes.space.scale)
 
 
 def render(
@@ -149,6 +170,8 @@ def render(
     *,
     blend: str = "poisson",
     batch: int = 32,
+    mouth: str = "generate",
+    library: MouthLibrary | None = None,
     preset: str = "superfast",
     progress: bool = True,
 ) -> dict[str, float]:
@@ -161,7 +184,9 @@ def render(
     """
     info = check_template_video(template_video)
     seconds: dict[str, float] = defaultdict(float)
-    frames = render_frames(model, template, template_video, mel, blend=blend, batch=batch, seconds=seconds)
+    frames = render_frames(
+        model, template, template_video, mel, blend=blend, batch=batch, mouth=mouth, library=library, seconds=seconds
+    )
     sound = iter_audio(audio, AUDIO_SR)
     with atomic_path(out) as tmp:
         with VideoWriter(

@@ -12,6 +12,7 @@ from pathlib import Path
 
 import numpy as np
 import torch
+import torch.nn.functional as F
 from tqdm import tqdm
 
 from hygie_lib.audio import Mel
@@ -22,7 +23,7 @@ from hygie_lib.dataset import MouthBatches
 from hygie_lib.device import best_device
 from hygie_lib.io import HygieError, fingerprint
 from hygie_lib.metrics import psnr, ssim
-from hygie_lib.model import HygieUNetLite, count_params
+from hygie_lib.model import HygieUNetLite, PatchDiscriminator, count_params
 from hygie_lib.split import CLIP, heldout_gap, reference_gap, time_split
 from hygie_lib.syncnet import SYNC_FRAMES, SyncExpert, sync_loss
 
@@ -39,6 +40,8 @@ class TrainConfig:
     w_temporal: float  # weight of the temporal L1 on consecutive frames
     w_ssim: float  # weight of the (1 - SSIM) term inside the mask (0 = off)
     w_sync: float  # weight of the frozen sync expert's verdict on 5-frame clips (0 = off; Wav2Lip's sync loss)
+    w_gan: float  # weight of the PatchGAN adversary's verdict on the mouth region (0 = off)
+    gan_warmup: int  # epochs of reconstruction alone before the adversary joins
     augment: bool
     train_split: float
     seed: int
@@ -62,10 +65,53 @@ def _run(model: HygieUNetLite, b: dict[str, torch.Tensor], device: torch.device)
     return out.view(B, T, *out.shape[1:])
 
 
+class Adversary:
+    """A PatchGAN critic of the mouth region and its optimizer (hinge loss), trained beside the generator."""
+
+    def __init__(self, lr: float, device: torch.device) -> None:
+        self.d = PatchDiscriminator().to(device)
+        self.opt = torch.optim.Adam(self.d.parameters(), lr=lr, betas=(0.5, 0.999))
+        self.losses: list[float] = []
+
+    def _score(self, masked: torch.Tensor, crop: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
+        """Per-image realism [N] of crops [N, 3, S, S], averaged over the patches that lie in the mouth mask."""
+        scores = self.d(masked, crop)  # [N, 1, S/8, S/8]
+        weight = (F.adaptive_avg_pool2d(mask[None, None], scores.shape[-2:]) > 0.5).float()
+        return (scores * weight).sum((1, 2, 3)) / weight.sum()
+
+    def generator_loss(self, masked: torch.Tensor, fake: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
+        """The generator is rewarded when its mouths score as real."""
+        return -self._score(masked, fake, mask).mean()
+
+    def step(self, masked: torch.Tensor, real: torch.Tensor, fake: torch.Tensor, mask: torch.Tensor) -> None:
+        """One critic update: real mouths score above +1, generated ones below -1 (hinge)."""
+        loss = F.relu(1 - self._score(masked, real, mask)).mean() + F.relu(1 + self._score(masked, fake, mask)).mean()
+        self.opt.zero_grad(set_to_none=True)
+        loss.backward()
+        self.opt.step()
+        self.losses.append(loss.item())
+
+
+@dataclass
+class Critics:
+    """What judges generated clips besides the real frames: the frozen sync expert and, after its warm-up, the
+    adversary."""
+
+    expert: SyncExpert | None = None
+    adversary: Adversary | None = None
+    adversarial: bool = False  # the adversary's term is on (after train.gan_warmup epochs)
+
+
 def clip_loss(
-    model: HygieUNetLite, b: dict[str, torch.Tensor], cfg: TrainConfig, device: torch.device, expert: SyncExpert | None
+    model: HygieUNetLite,
+    b: dict[str, torch.Tensor],
+    cfg: TrainConfig,
+    device: torch.device,
+    critics: Critics,
+    *,
+    adversarial: bool = True,
 ):
-    """(total loss, predicted clips) of a batch; `expert` judges the clips' sync when cfg.w_sync is on."""
+    """(total loss, predicted clips) of a batch: reconstruction, and the critics' verdicts where they are on."""
     pred = _run(model, b, device)
     target, mask = b["target"].to(device), model.mask
     loss = weighted_l1(pred, target, mask, cfg.w_in)
@@ -74,7 +120,10 @@ def clip_loss(
     if cfg.w_ssim:
         loss = loss + cfg.w_ssim * (1.0 - ssim(pred, target, mask))
     if cfg.w_sync:
-        loss = loss + cfg.w_sync * sync_loss(expert, pred.float(), mask.cpu().numpy(), b["sync_mel"].to(device))
+        loss = loss + cfg.w_sync * sync_loss(critics.expert, pred.float(), mask.cpu().numpy(), b["sync_mel"].to(device))
+    if cfg.w_gan and adversarial and critics.adversarial:
+        masked = (target * (1.0 - mask)).flatten(0, 1)
+        loss = loss + cfg.w_gan * critics.adversary.generator_loss(masked, pred.flatten(0, 1), mask)
     return loss, pred
 
 
@@ -91,19 +140,23 @@ def train_step(
     opt: torch.optim.Optimizer,
     cfg: TrainConfig,
     device,
-    expert: SyncExpert | None = None,
+    critics: Critics | None = None,
 ) -> float:
-    """One optimiser step on a batch (bf16 autocast on CUDA); returns the loss."""
+    """One optimiser step on a batch (bf16 autocast on CUDA), then one of the adversary if it is on; the loss."""
+    critics = critics or Critics()
     with torch.autocast(device.type, dtype=torch.bfloat16, enabled=device.type == "cuda"):
-        loss, _ = clip_loss(model, b, cfg, device, expert)
+        loss, pred = clip_loss(model, b, cfg, device, critics)
     opt.zero_grad(set_to_none=True)
     loss.backward()
     opt.step()
+    if cfg.w_gan and critics.adversarial:
+        target, mask = b["target"].to(device).flatten(0, 1), model.mask
+        critics.adversary.step(target * (1.0 - mask), target, pred.detach().float().flatten(0, 1), mask)
     return loss.item()
 
 
 def train_one_epoch(
-    model, data: MouthBatches, starts, opt, sched, cfg: TrainConfig, rng, device, desc: str, expert=None
+    model, data: MouthBatches, starts, opt, sched, cfg: TrainConfig, rng, device, desc: str, critics: Critics
 ) -> tuple[float, float]:
     """One pass over the training clips in random order: (mean loss, samples/s)."""
     model.train()
@@ -112,7 +165,7 @@ def train_one_epoch(
     bar = tqdm(range(0, len(order) - cfg.batch_size + 1, cfg.batch_size), desc=desc, unit="batch", leave=False)
     for i in bar:
         b = data.batch(order[i : i + cfg.batch_size], rng, augment=cfg.augment)
-        loss = train_step(model, b, opt, cfg, device, expert)
+        loss = train_step(model, b, opt, cfg, device, critics)
         sched.step()
         total += loss * cfg.batch_size
         seen += cfg.batch_size
@@ -121,14 +174,15 @@ def train_one_epoch(
 
 
 @torch.no_grad()
-def validate(model, data: MouthBatches, starts, cfg: TrainConfig, device, expert=None) -> tuple[dict[str, float], dict]:
-    """Validation loss, mouth PSNR and SSIM over all validation clips (fixed references), and one batch to preview."""
+def validate(model, data: MouthBatches, starts, cfg: TrainConfig, device, critics: Critics) -> tuple[dict, dict]:
+    """Validation loss (without the adversary's term: a moving target), mouth PSNR and SSIM over all validation clips
+    (fixed references), and one batch to preview."""
     model.eval()
     rng = np.random.default_rng(1234)  # the same references every epoch
     sums, n, first = {"loss": 0.0, "psnr_mouth": 0.0, "ssim_mouth": 0.0}, 0, None
     for i in range(0, len(starts), cfg.batch_size):
         b = data.batch(starts[i : i + cfg.batch_size], rng, augment=False)
-        loss, pred = clip_loss(model, b, cfg, device, expert)
+        loss, pred = clip_loss(model, b, cfg, device, critics, adversarial=False)
         pred, k, mask = pred.float().cpu(), len(starts[i : i + cfg.batch_size]), model.mask.cpu()
         sums["loss"] += float(loss) * k
         sums["psnr_mouth"] += psnr(pred, b["target"], mask) * k
@@ -208,7 +262,9 @@ def fit(
     if device.type == "cpu":
         torch.set_num_threads(os.cpu_count() or 1)
     crops, mel, shapes = Crops.load(crops_path), Mel.load(mel_path), ShapeModel.load(shapes_path)
-    expert = SyncExpert.load(sync_path) if cfg.w_sync else None
+    critics = Critics(
+        SyncExpert.load(sync_path) if cfg.w_sync else None, Adversary(cfg.lr, device) if cfg.w_gan else None
+    )
     clip = SYNC_FRAMES if cfg.w_sync else CLIP  # the expert judges 5-frame clips
     data = DataInfo.of(crops, mel, mel_win=cfg.mel_win)
     gap = heldout_gap(cfg.mel_win, mel.per_frame, shapes.offset)
@@ -256,6 +312,9 @@ def fit(
         )
         torch.set_rng_state(state["torch_rng"].cpu())
         rng.bit_generator.state = state["numpy_rng"]
+        if critics.adversary:
+            critics.adversary.d.load_state_dict(state["adversary"])
+            critics.adversary.opt.load_state_dict(state["adversary_optimizer"])
         for row in history:  # the earlier epochs' curves, so the logs hold this run alone
             for name, value in row.items():
                 live.log_metric(name, value)
@@ -268,11 +327,13 @@ def fit(
     print(f"{count_params(model):,} params on {device}; {len(split.train)} training clips, {len(split.val)} validation")
 
     for epoch in range(start_epoch, cfg.epochs):
+        critics.adversarial = bool(cfg.w_gan) and epoch >= cfg.gan_warmup
         train_loss, speed = train_one_epoch(
-            model, batches, split.train, opt, sched, cfg, rng, device, f"epoch {epoch + 1}/{cfg.epochs}", expert
+            model, batches, split.train, opt, sched, cfg, rng, device, f"epoch {epoch + 1}/{cfg.epochs}", critics
         )
-        val, shown = validate(model, batches, split.val, cfg, device, expert)
-        improved = val["loss"] < best
+        val, shown = validate(model, batches, split.val, cfg, device, critics)
+        # with an adversary, reconstruction alone would always prefer the epochs before it joined: they cannot win
+        improved = val["loss"] < best and (critics.adversarial or not cfg.w_gan)
         if improved:
             best, best_weights = val["loss"], {k: v.detach().clone() for k, v in model.state_dict().items()}
             _save_best(models_dir / "best.pt", model, best_weights, data, shapes, epoch + 1)
@@ -283,6 +344,9 @@ def fit(
             "val/ssim_mouth": val["ssim_mouth"],
             "train/samples_per_s": speed,
         }
+        if critics.adversarial:
+            row["train/critic_loss"] = float(np.mean(critics.adversary.losses))
+            critics.adversary.losses.clear()
         history.append(row)
         state = {
             "settings": settings,
@@ -296,6 +360,9 @@ def fit(
             "numpy_rng": rng.bit_generator.state,
             "history": history,
         }
+        if critics.adversary:
+            state["adversary"] = critics.adversary.d.state_dict()
+            state["adversary_optimizer"] = critics.adversary.opt.state_dict()
         save_state(state_path, state)
         for name, value in row.items():
             live.log_metric(name, value)

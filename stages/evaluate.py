@@ -16,6 +16,8 @@ from hygie_lib.crops import Crops
 from hygie_lib.evaluate import cross_check, evaluate_heldout, evaluate_render
 from hygie_lib.inference import MouthModel
 from hygie_lib.io import HygieError, atomic_path, check_choice
+from hygie_lib.render import MOUTHS
+from hygie_lib.retrieve import MouthLibrary
 from hygie_lib.syncnet import SyncExpert
 
 
@@ -25,14 +27,19 @@ def main() -> None:
     ap.add_argument("prepared", help="folder with the clip's crops.npz, mel.npz and audio.wav")
     ap.add_argument("model", help="checkpoint from the train stage")
     ap.add_argument("sync", help="the sync expert from train_sync: judges the real, generated and rendered mouths")
+    ap.add_argument("library", help="library.npz from build_library (render.mouth retrieve, blend)")
     ap.add_argument("metrics", help="output folder: eval.json, heldout.csv, cross.csv, cross_check.png")
     ap.add_argument("cross_video", help="output .mp4: the cross check, real | generated | template")
     ap.add_argument("--rendered", help="the render stage's output, judged against --new-mel (and --truth)")
     ap.add_argument("--new-mel", help="mel.npz of the render's audio")
     ap.add_argument("--truth", help="demo_truth.parquet of the synthetic speaker, used when the file exists")
     args = ap.parse_args()
-    p = load_params("train.TRAIN_SPLIT", "render.blend", "evaluate.shift_seconds", "evaluate.cross_seconds")
+    p = load_params(
+        "train.TRAIN_SPLIT", "render.blend", "render.mouth", "evaluate.shift_seconds", "evaluate.cross_seconds"
+    )
     check_choice("params.yaml render.blend", p.blend, BLENDS)
+    check_choice("params.yaml render.mouth", p.mouth, MOUTHS)
+    library = None if p.mouth == "generate" else MouthLibrary.load(args.library)
     prep, out = Path(args.prepared), Path(args.metrics)
     crops, mel = Crops.load(prep / "crops.npz"), Mel.load(prep / "mel.npz")
     model = MouthModel(args.model, "torch")
@@ -57,6 +64,8 @@ def main() -> None:
         args.cross_video,
         **split,
         expert=expert,
+        mouth=p.mouth,
+        library=library,
         max_frames=round(p.cross_seconds * crops.fps),
     )
     metrics.update(cross)

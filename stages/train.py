@@ -28,6 +28,8 @@ def main() -> None:
         w_temporal=p.w_temporal,
         w_ssim=p.w_ssim,
         w_sync=p.w_sync,
+        w_gan=p.w_gan,
+        gan_warmup=p.gan_warmup,
         augment=p.augment,
         train_split=p.TRAIN_SPLIT,
         seed=p.seed,

@@ -248,6 +248,7 @@ def test_changing_mouth_pad_reruns_only_what_depends_on_it(repo):
         "build_crops@train",
         "build_crops@template",
         "train_shape",
+        "build_library",
         "train_sync",
         "train",
         "evaluate",

@@ -155,7 +155,7 @@ class FakeLive:
         self.steps += 1
 
 
-def run_fit(clip, out, epochs, resume=False, seed=0, live=None, cond="audio"):
+def run_fit(clip, out, epochs, resume=False, seed=0, live=None, cond="audio", w_gan=0.0):
     cfg = TrainConfig(
         mel_win=8,
         epochs=epochs,
@@ -165,6 +165,8 @@ def run_fit(clip, out, epochs, resume=False, seed=0, live=None, cond="audio"):
         w_temporal=1.0,
         w_ssim=0.0,
         w_sync=0.0,
+        w_gan=w_gan,
+        gan_warmup=1,
         augment=True,
         train_split=0.75,
         seed=seed,
@@ -217,6 +219,14 @@ def test_fit_learns_and_checkpoints(tiny_clip, tmp_path, cond):
     assert ckpt.shapes.space.k == 4  # the shape model travels with the weights
     assert not list((tmp_path / "resume").glob("*.pt"))  # a finished run leaves nothing to resume
     json.dumps(summary)  # plain numbers, ready for dvclive's summary
+
+
+def test_an_adversary_joins_after_its_warm_up(tiny_clip, tmp_path):
+    summary, live = run_fit(tiny_clip, tmp_path, epochs=3, cond="shape", w_gan=0.1)
+    critic = [(step, v) for step, name, v in live.metrics if name == "train/critic_loss"]
+    assert [step for step, _ in critic] == [1, 2]  # not during the warm-up epoch
+    assert all(0.0 < v < 4.0 for _, v in critic)  # a hinge loss, trained: neither 0 nor exploding
+    assert load_checkpoint(tmp_path / "best.pt").train["epoch"] >= 2  # only epochs with the adversary can be best
 
 
 def test_a_killed_run_resumes_as_if_never_stopped(tiny_clip, tmp_path):

@@ -169,6 +169,7 @@ def test_render_stage_names_the_mel_file_made_otherwise(demo, tmp_path):
         sys.executable,
         str(ROOT / "stages" / "render.py"),
         str(demo["model"]),
+        str(tmp_path / "library.npz"),  # read only by render.mouth retrieve and blend
         str(demo["template_video"]),
         str(crops),
         str(demo["audio"]),

@@ -1,0 +1,84 @@
+"""Retrieval: real mouths of the training recording, chosen for the shape the audio asks for, without flicker.
+
+The library holds the training block's mouth crops and their shape coefficients (`build_library`). For a
+sequence of wanted shapes, the K nearest crops of each frame (scikit-learn's KD-tree) are the candidates, and a
+Viterbi path picks one per frame: close to the wanted shape, and costing little to go from one to the next (none
+when the next is the recording's next frame, so real runs of the recording play as they were).
+"""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass
+
+import cv2
+import numpy as np
+from sklearn.neighbors import NearestNeighbors
+
+from hygie_lib.crops import Crops
+from hygie_lib.io import HygieError, save_npz
+
+CANDIDATES = 8  # nearest library mouths considered per frame
+THUMB = 16  # side of the grey thumbnails the jump cost compares
+JUMP = 1.0  # weight of the visual jump between two consecutive picks (thumbnail RMS, 0-1 units) against shape error
+SWITCH = 0.05  # cost of leaving the recording's own order, even between similar mouths
+
+
+@dataclass(frozen=True)
+class MouthLibrary:
+    """Real mouth crops of a recording with their shapes: what retrieval chooses from."""
+
+    crops: np.ndarray  # [M, S, S, 3] uint8
+    shapes: np.ndarray  # [M, K] shape coefficients, in units of each coefficient's spread
+    frames: np.ndarray  # [M] frame numbers in the recording
+    thumbs: np.ndarray  # [M, THUMB * THUMB] grey thumbnails of the mask's box, in [0, 1]
+
+    def save(self, path: str | os.PathLike) -> None:
+        """Write a deterministic .npz, atomically."""
+        save_npz(path, crops=self.crops, shapes=self.shapes, frames=self.frames, thumbs=self.thumbs)
+
+    @classmethod
+    def load(cls, path: str | os.PathLike) -> MouthLibrary:
+        """Read a build_library output; a HygieError names a file of another layout."""
+        try:
+            with np.load(path) as z:
+                return cls(z["crops"], z["shapes"], z["frames"], z["thumbs"])
+        except (OSError, KeyError, ValueError) as e:
+            raise HygieError(f"{path}: not a mouth library made by build_library ({e}); run `dvc repro`.") from e
+
+    def choose(self, shapes: np.ndarray) -> np.ndarray:
+        """Library indices [n] for wanted shapes [n, K] (same units as `self.shapes`): the cheapest Viterbi path."""
+        k = min(CANDIDATES, len(self.shapes))
+        dist, cand = NearestNeighbors(n_neighbors=k).fit(self.shapes).kneighbors(shapes)  # [n, k] each
+        cost, back = dist[0] ** 2, np.zeros(cand.shape, np.int64)
+        for t in range(1, len(shapes)):
+            a, b = cand[t - 1], cand[t]  # [k] previous and current candidates
+            jump = np.sqrt(((self.thumbs[a][:, None] - self.thumbs[b][None]) ** 2).mean(-1))  # [k, k]
+            follows = self.frames[b][None] == self.frames[a][:, None] + 1
+            step = cost[:, None] + np.where(follows, 0.0, JUMP * jump + SWITCH)  # [k prev, k cur]
+            back[t] = step.argmin(0)
+            cost = step.min(0) + dist[t] ** 2
+        path = np.empty(len(shapes), np.int64)
+        path[-1] = int(cost.argmin())
+        for t in range(len(shapes) - 1, 0, -1):
+            path[t - 1] = back[t, path[t]]
+        return cand[np.arange(len(shapes)), path]
+
+
+def build_library(crops: Crops, shapes: np.ndarray, frames: np.ndarray) -> MouthLibrary:
+    """The library of a recording's `frames` (its training block): crops, shapes [n_frames, K], thumbnails."""
+    ys, xs = np.nonzero(crops.mask)
+    thumbs = (
+        np.stack(
+            [
+                cv2.resize(
+                    cv2.cvtColor(c[ys.min() : ys.max() + 1, xs.min() : xs.max() + 1], cv2.COLOR_RGB2GRAY),
+                    (THUMB, THUMB),
+                    interpolation=cv2.INTER_AREA,
+                ).reshape(-1)
+                for c in crops.crops[frames]
+            ]
+        ).astype(np.float32)
+        / 255.0
+    )
+    return MouthLibrary(crops.crops[frames], shapes[frames].astype(np.float32), frames.astype(np.int64), thumbs)

@@ -1,0 +1,30 @@
+"""Stage build_library: the training block's real mouths and their shapes, for render.mouth retrieve and blend."""
+
+import argparse
+
+import numpy as np
+from common import load_params, run
+
+from hygie_lib.audio2shape import ShapeModel
+from hygie_lib.crops import Crops
+from hygie_lib.retrieve import build_library
+from hygie_lib.split import time_split
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__)
+    ap.add_argument("crops", help="crops.npz of the training clip")
+    ap.add_argument("shapes", help="shape.npz from train_shape")
+    ap.add_argument("out", help="output library.npz")
+    args = ap.parse_args()
+    p = load_params("train.TRAIN_SPLIT")
+    crops, shapes = Crops.load(args.crops), ShapeModel.load(args.shapes)
+    frames = time_split(crops.face, train_split=p.TRAIN_SPLIT, gap=0).train_frames  # never a held-out mouth
+    coefficients = np.nan_to_num(shapes.space.coefficients(crops.landmarks)) / shapes.space.scale
+    library = build_library(crops, coefficients, frames)
+    library.save(args.out)
+    print(f"{args.out}: {len(library.frames)} mouths of {crops.size}px")
+
+
+if __name__ == "__main__":
+    run(main)

@@ -1,0 +1,67 @@
+"""Retrieval: real mouths chosen by shape along a smooth path, pasted as they are, or shown to the generator."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from hygie_lib.inference import MouthModel
+from hygie_lib.io import HygieError
+from hygie_lib.render import audio_features, render_frames
+from hygie_lib.retrieve import THUMB, MouthLibrary, build_library
+
+
+def library(n: int = 40, seed: int = 0) -> MouthLibrary:
+    """Mouths whose brightness is their opening: frame i is i / n bright, and its shape, in spread units, 3.5 i / n."""
+    rng = np.random.default_rng(seed)
+    bright = (np.arange(n) / n)[:, None].astype(np.float32)
+    crops = np.repeat((bright[:, :, None, None] * 255).astype(np.uint8), 8, 1).repeat(8, 2).repeat(3, 3)
+    thumbs = np.repeat(bright, THUMB * THUMB, 1) + rng.normal(0, 0.01, (n, THUMB * THUMB)).astype(np.float32)
+    return MouthLibrary(crops, bright * 3.5, np.arange(n) * 3, thumbs)  # frames 0, 3, 6...: never each other's next
+
+
+def test_the_path_follows_the_wanted_shapes_and_stays_smooth():
+    lib = library()
+    wanted = np.array([[0.1], [0.1], [0.5], [0.52], [0.9]], np.float32) * 3.5
+    picks = lib.choose(wanted)
+    np.testing.assert_allclose(lib.shapes[picks, 0], wanted[:, 0], atol=0.2)
+    jittery = np.array([[0.50], [0.53], [0.50], [0.53], [0.50]], np.float32) * 3.5  # tiny wiggles: no flicker
+    assert len(set(lib.choose(jittery))) == 1
+
+
+def test_real_runs_of_the_recording_are_preferred():
+    lib = library()
+    lib = MouthLibrary(lib.crops, lib.shapes, np.arange(len(lib.shapes)), lib.thumbs)  # now frame i+1 follows i
+    wanted = lib.shapes[10:20] + 0.04  # between library shapes: several are as near
+    assert list(lib.choose(wanted)) == list(range(10, 20))  # the recording's own order wins
+
+
+def test_library_of_a_clip_round_trips(tmp_path, demo):
+    tpl = demo["template"]
+    shapes = np.nan_to_num(demo["shapes"].space.coefficients(tpl.landmarks)) / demo["shapes"].space.scale
+    lib = build_library(tpl, shapes, np.arange(0, len(tpl.crops), 2))
+    assert lib.crops.shape == (len(tpl.crops[::2]), 32, 32, 3) and lib.thumbs.shape == (len(lib.crops), THUMB**2)
+    lib.save(tmp_path / "library.npz")
+    back = MouthLibrary.load(tmp_path / "library.npz")
+    np.testing.assert_array_equal(back.frames, np.arange(0, len(tpl.crops), 2))
+    (tmp_path / "junk.npz").write_bytes(b"junk")
+    with pytest.raises(HygieError, match="not a mouth library"):
+        MouthLibrary.load(tmp_path / "junk.npz")
+
+
+def test_retrieve_pastes_library_mouths_and_blend_shows_them_to_the_model(demo):
+    tpl, model = demo["template"], MouthModel(demo["model"], "torch")
+    shapes = np.nan_to_num(demo["shapes"].space.coefficients(tpl.landmarks)) / demo["shapes"].space.scale
+    lib = build_library(tpl, shapes, np.arange(len(tpl.crops)))
+    lib = MouthLibrary(np.full_like(lib.crops, 255), lib.shapes, lib.frames, lib.thumbs)  # white mouths: easy to spot
+    mel = audio_features(demo["audio"], model.data)
+    frames = {
+        m: list(render_frames(model, tpl, demo["template_video"], mel, blend="feather", mouth=m, library=lib))
+        for m in ("generate", "retrieve", "blend")
+    }
+    cx, cy, _ = tpl.boxes[0]
+    centre = lambda f: f[int(cy) - 2 : int(cy) + 3, int(cx) - 2 : int(cx) + 3].mean()  # noqa: E731
+    assert centre(frames["retrieve"][0]) > 240 > centre(frames["generate"][0])  # the library's mouth, pasted
+    assert not np.array_equal(frames["blend"][0], frames["generate"][0])  # the reference changed what was drawn
+    with pytest.raises(HygieError, match="need a mouth library"):
+        next(render_frames(model, tpl, demo["template_video"], mel, mouth="retrieve"))
