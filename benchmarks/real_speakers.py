@@ -3,10 +3,12 @@
 For each clip: prepare (landmarks, crops, mel), train_shape (A/V offset, audio -> shape), train_sync (the sync
 expert), train (the generator) on the first TRAIN_SPLIT of the clip, and evaluate's cross check on the rest
 (played backwards as the template, its audio forwards), once per render.mouth mode. Prints one row per clip and
-mode; writes each one's contact sheet and side-by-side video into --out. About 15 minutes for obama_20s and 6 for
-each 8 s clip on 2 cores, plus 2 per extra mode.
-Usage: python benchmarks/real_speakers.py [--clips obama_20s ...] [--epochs 40] [--size 128] [--cond shape]
-       [--w-sync 0] [--w-gan 0] [--mouths generate retrieve blend] [--out /tmp/real_speakers]
+mode; writes each one's contact sheet and side-by-side video into --out (--reuse: cross checks of the models
+already trained there). On 2 cores at 160 px: about 18 minutes for obama_20s (25 with the GAN) and 8 for each
+8 s clip, plus 1 per extra mode.
+Usage: python benchmarks/real_speakers.py [--clips obama_20s ...] [--epochs 40] [--size 160] [--cond shape]
+       [--w-sync 0] [--w-gan 0] [--mouths generate retrieve blend] [--blend poisson] [--reuse]
+       [--out /tmp/real_speakers]
 """
 
 from __future__ import annotations
@@ -18,13 +20,13 @@ import time
 from pathlib import Path
 
 import cv2
-import numpy as np
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
 from hygie_lib.audio import Mel, load_audio  # noqa: E402
 from hygie_lib.audio2shape import learn_shapes  # noqa: E402
+from hygie_lib.blend import BLENDS  # noqa: E402
 from hygie_lib.crops import build_crops  # noqa: E402
 from hygie_lib.evaluate import cross_check, heldout_split  # noqa: E402
 from hygie_lib.inference import MouthModel  # noqa: E402
@@ -93,21 +95,20 @@ def run_clip(name: str, args: argparse.Namespace) -> dict:
         seed=0,
     )
     model_kwargs = {"widths": [16, 32, 64, 128], "emb": 128, "reference": True, "cond": args.cond}
-    fit(
-        work / "crops.npz",
-        work / "mel.npz",
-        work / "shape.npz",
-        work / "sync.pt",
-        model_kwargs=model_kwargs,
-        cfg=cfg,
-        models_dir=work,
-        live=Quiet(),
-    )
+    if not (args.reuse and (work / "best.pt").is_file()):
+        fit(
+            work / "crops.npz",
+            work / "mel.npz",
+            work / "shape.npz",
+            work / "sync.pt",
+            model_kwargs=model_kwargs,
+            cfg=cfg,
+            models_dir=work,
+            live=Quiet(),
+        )
     model = MouthModel(work / "best.pt")
     split = heldout_split(model, crops, args.split)
-    library = build_library(
-        crops, np.nan_to_num(shapes.space.coefficients(crops.landmarks)) / shapes.space.scale, split.train_frames
-    )
+    library = build_library(crops, shapes.space, split.train_frames)
     rows = {}
     for mouth in args.mouths:
         metrics, table, sheet = cross_check(
@@ -116,17 +117,17 @@ def run_clip(name: str, args: argparse.Namespace) -> dict:
             crops,
             mel,
             audio,
-            work / f"cross_check_{mouth}.mp4",
+            work / f"cross_check_{mouth}_{args.blend}.mp4",
             train_split=args.split,
-            blend="poisson",
+            blend=args.blend,
             shift=25,
             expert=expert,
             mouth=mouth,
             library=library,
             progress=False,
         )
-        cv2.imwrite(str(work / f"cross_check_{mouth}.png"), sheet[..., ::-1])
-        table.to_csv(work / f"cross_{mouth}.csv", index=False)
+        cv2.imwrite(str(work / f"cross_check_{mouth}_{args.blend}.png"), sheet[..., ::-1])
+        table.to_csv(work / f"cross_{mouth}_{args.blend}.csv", index=False)
         metrics.update({k: shape_metrics[k] for k in ("av_offset", "av_offset_confidence", "aperture_corr")})
         metrics["minutes"] = round((time.perf_counter() - t0) / 60, 1)
         rows[mouth] = metrics
@@ -138,7 +139,7 @@ def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--clips", nargs="+", default=CLIPS)
     ap.add_argument("--epochs", type=int, default=40)
-    ap.add_argument("--size", type=int, default=128)
+    ap.add_argument("--size", type=int, default=160)
     ap.add_argument("--cond", default="shape", choices=["shape", "audio"])
     ap.add_argument("--w-sync", type=float, default=0.0)
     ap.add_argument("--w-gan", type=float, default=0.0)
@@ -150,6 +151,8 @@ def main() -> None:
         choices=["generate", "retrieve", "blend"],
         help="render.mouth modes to cross-check (the first goes in the table's main columns)",
     )
+    ap.add_argument("--blend", default="poisson", choices=list(BLENDS), help="render.blend of the cross checks")
+    ap.add_argument("--reuse", action="store_true", help="keep a clip's trained best.pt in --out: cross checks only")
     ap.add_argument("--split", type=float, default=0.75, help="share of each clip that trains (the rest is held out)")
     ap.add_argument("--out", type=Path, default=Path("/tmp/real_speakers"))
     args = ap.parse_args()

@@ -3,8 +3,9 @@
 Each configuration runs in its own process, so its peak memory (max RSS) is its own. The template is prepared
 once (landmarks + crops, what the pipeline caches), as in production. Also tries INT8 (dynamic) quantization of
 the ONNX model: speed of the model step and how far its output moves from FP32.
-Usage: python benchmarks/render.py [--model models/best.pt] [--seconds 30] [--configs onnx:poisson torch:poisson ...]
-(needs the demo template: `hygie demo-data`)
+A configuration is backend:blend[:mouth]; retrieve and blend mouths come from a library of the template's own crops.
+Usage: python benchmarks/render.py [--model models/best.pt | --size 160] [--seconds 30]
+       [--configs onnx:poisson torch:poisson onnx:poisson:retrieve ...]   (needs the demo template: `hygie demo-data`)
 """
 
 from __future__ import annotations
@@ -32,19 +33,21 @@ from hygie_lib.crops import Crops, mouth_mask  # noqa: E402
 from hygie_lib.inference import MouthModel, export_onnx  # noqa: E402
 from hygie_lib.model import HygieUNetLite  # noqa: E402
 from hygie_lib.render import LOOP_JPEG, audio_features, prepare_template, render  # noqa: E402
+from hygie_lib.retrieve import MouthLibrary, build_library  # noqa: E402
 from hygie_lib.shape import ShapeSpace  # noqa: E402
 from hygie_lib.video import VideoWriter, iter_frames  # noqa: E402
 
 STEPS = ["decode", "crops", "cond", "model", "blend", "encode"]  # encode runs in its own thread, overlapping
 
 
-def make_inputs(work: Path, model_path: str | None, seconds: float) -> dict[str, str]:
-    """The 720p template, the 30 s audio, a model (the trained one, else an untrained default), the prepared crops."""
+def make_inputs(work: Path, model_path: str | None, seconds: float, size: int | None) -> dict[str, str]:
+    """The 720p template, the 30 s audio, a model (the trained one, else an untrained one of params.yaml's config, at
+    `size` px if given), the prepared crops and a mouth library of them."""
     if model_path is None:  # speed does not depend on the weights
         p = yaml.safe_load((ROOT / "params.yaml").read_text())
         c, m, t = p["build_crops"], p["compute_mel"], p["train"]
         data = DataInfo(
-            img_size=c["IMG_SIZE"],
+            img_size=size or c["IMG_SIZE"],
             mouth_pad=c["MOUTH_PAD"],
             ema_alpha=c["EMA_ALPHA"],
             fps=float(p["video"]["fps"]),
@@ -66,9 +69,9 @@ def make_inputs(work: Path, model_path: str | None, seconds: float) -> dict[str,
     speech = load_audio(raw / "new_audio.wav", 16000)
     audio = work / "speech.wav"
     write_wav(audio, np.tile(speech, int(np.ceil(seconds * 16000 / len(speech))))[: int(seconds * 16000)], 16000)
-    t = time.perf_counter()
+    start = time.perf_counter()
     tpl = prepare_template(template, data)
-    prep = time.perf_counter() - t
+    prep = time.perf_counter() - start
     tpl.save(work / "crops.npz")
     if model_path is None:  # an untrained model of params.yaml's config, its shape model fitted on the template
         model = HygieUNetLite(
@@ -86,23 +89,41 @@ def make_inputs(work: Path, model_path: str | None, seconds: float) -> dict[str,
         )
         model_path = str(work / "untrained.pt")
         save_checkpoint(model_path, model, data, ShapeModel(space, predictor, 0))
+    build_library(tpl, MouthModel(model_path, "torch").shapes.space, np.flatnonzero(tpl.face)).save(work / "lib.npz")
     print(
         f"template 1280x720, {len(tpl.crops)} frames, prepared once in {prep:.1f} s "
         f"({len(tpl.crops) / prep:.0f} frames/s); audio {seconds:.0f} s; model {model_path} ({data.img_size}px)"
     )
-    return {"model": model_path, "template": str(template), "crops": str(work / "crops.npz"), "audio": str(audio)}
+    return {
+        "model": model_path,
+        "template": str(template),
+        "crops": str(work / "crops.npz"),
+        "audio": str(audio),
+        "library": str(work / "lib.npz"),
+    }
 
 
-def run_one(inputs: dict[str, str], backend: str, blend: str) -> dict:
+def run_one(inputs: dict[str, str], backend: str, blend: str, mouth: str) -> dict:
     """Render once in this process: frames/s, seconds per step and peak memory."""
     model = MouthModel(inputs["model"], backend)
+    library = None if mouth == "generate" else MouthLibrary.load(inputs["library"])
     t = time.perf_counter()
     mel = audio_features(inputs["audio"], model.data)
     mel_s = time.perf_counter() - t
-    out = Path(inputs["template"]).with_name(f"out_{backend}_{blend}.mp4")
+    out = Path(inputs["template"]).with_name(f"out_{backend}_{blend}_{mouth}.mp4")
     t = time.perf_counter()
+    tpl = Crops.load(inputs["crops"])
     seconds = render(
-        model, Crops.load(inputs["crops"]), inputs["template"], mel, inputs["audio"], out, blend=blend, progress=False
+        model,
+        tpl,
+        inputs["template"],
+        mel,
+        inputs["audio"],
+        out,
+        blend=blend,
+        mouth=mouth,
+        library=library,
+        progress=False,
     )
     wall = time.perf_counter() - t + mel_s
     seconds["cond"] = seconds.get("cond", 0.0) + mel_s  # the mel is part of what the model hears
@@ -159,29 +180,33 @@ def main() -> None:
     ap.add_argument(
         "--model", help="checkpoint (default: an untrained model of params.yaml's config: speed is the same)"
     )
+    ap.add_argument("--size", type=int, help="IMG_SIZE of the untrained model (default: params.yaml's)")
     ap.add_argument("--seconds", type=float, default=30.0)
     ap.add_argument(
-        "--configs", nargs="+", default=["onnx:poisson", "onnx:feather", "torch:poisson"], help="backend:blend"
+        "--configs",
+        nargs="+",
+        default=["onnx:poisson", "onnx:feather", "torch:poisson", "onnx:poisson:retrieve"],
+        help="backend:blend[:mouth]",
     )
     ap.add_argument("--one", help=argparse.SUPPRESS)  # internal: run one config on prepared inputs (JSON)
     args = ap.parse_args()
     if args.one:
-        inputs, backend, blend = json.loads(args.one)
-        print(json.dumps(run_one(inputs, backend, blend)))
+        inputs, backend, blend, mouth = json.loads(args.one)
+        print(json.dumps(run_one(inputs, backend, blend, mouth)))
         return
     if not (ROOT / "data" / "raw" / "template_idle.mp4").is_file():
         sys.exit("data/raw/template_idle.mp4: not found. Run `hygie demo-data` first.")
     with tempfile.TemporaryDirectory() as tmp:
-        inputs = make_inputs(Path(tmp), args.model, args.seconds)
+        inputs = make_inputs(Path(tmp), args.model, args.seconds, args.size)
         print(
-            f"\n{'backend:blend':<16}{'frames/s':>9}"
+            f"\n{'backend:blend:mouth':<24}{'frames/s':>9}"
             + "".join(f"{s:>8}" for s in STEPS)
             + f"{'peak MB':>9}   (steps in ms/frame)"
         )
         for config in args.configs:
-            backend, blend = config.split(":")
+            backend, blend, mouth = (config + ":generate").split(":")[:3]
             r = subprocess.run(
-                [sys.executable, __file__, "--one", json.dumps([inputs, backend, blend])],
+                [sys.executable, __file__, "--one", json.dumps([inputs, backend, blend, mouth])],
                 capture_output=True,
                 text=True,
                 check=True,
@@ -189,7 +214,7 @@ def main() -> None:
             res = json.loads(r.stdout.strip().splitlines()[-1])
             n = res["frames"]
             steps = "".join(f"{res['seconds'].get(s, 0) / n * 1e3:>8.1f}" for s in STEPS)
-            print(f"{config:<16}{n / res['wall']:>9.1f}{steps}{res['peak_mb']:>9.0f}")
+            print(f"{config:<24}{n / res['wall']:>9.1f}{steps}{res['peak_mb']:>9.0f}")
         print("\nReplay cache of a looping template (JPEG, render.LOOP_JPEG), in $TMPDIR during a render:")
         loop_cache_report(inputs["template"], 25.0)
         print("\nINT8 dynamic quantization of the ONNX model (32-frame batch):")

@@ -47,12 +47,13 @@ def cmd_probe(args: argparse.Namespace) -> int:
     from hygie_lib.probe import probe_video
 
     check_output(args.out, suffixes=IMAGE_SUFFIXES, inputs=[args.video])
-    image = probe_video(args.video, fps=args.fps, pad=args.pad, alpha=args.alpha, frames=args.frames)
+    image, side = probe_video(args.video, fps=args.fps, pad=args.pad, alpha=args.alpha, frames=args.frames)
     with atomic_path(args.out) as tmp:
         if not cv2.imwrite(str(tmp), cv2.cvtColor(image, cv2.COLOR_RGB2BGR)):
             raise HygieError(f"{args.out}: could not write the image; check the folder is writable.")
     drawn = "lips (green), lip hull (blue), jaw (magenta), box (red), mask (yellow)"
     print(f"{args.out}: the first {args.frames} frames with {drawn}")
+    print(f"mouth box: {side:.0f} px; an IMG_SIZE up to that keeps the mouth's detail (README, 'Sharp mouths')")
     return 0
 
 

@@ -35,6 +35,9 @@ MASK_HALF_WIDTH = 1.0  # mask half-width (eye distances): past the jaw line and 
 MASK_POWER = 3.0  # superellipse |x/a|^p + |y/b|^p <= 1: squarer than an ellipse, so the jaw's corners fit
 BORDER = 0.04  # fraction of the crop side left unmasked on every edge, for the blend's boundary
 NOSE_TO_CENTRE = (MASK_TOP + MASK_BOTTOM) / 2  # the box is centred on the mask
+# resampling of crops and of mouths pasted back: Lanczos keeps the lips' edges; bilinear, twice, halves their
+# high-frequency energy (README, "Sharp mouths": benchmarks/sharpness.py)
+RESAMPLE = cv2.INTER_LANCZOS4
 
 
 def mouth_boxes(landmarks: np.ndarray, pad: float) -> np.ndarray:
@@ -77,10 +80,26 @@ def crop_matrix(box: np.ndarray, size: int) -> np.ndarray:
     return np.array([[s, 0.0, size / 2 - s * cx], [0.0, s, size / 2 - s * cy]])
 
 
-def crop(frame: np.ndarray, box: np.ndarray, size: int) -> np.ndarray:
+def crop(frame: np.ndarray, box: np.ndarray, size: int, interp: int = RESAMPLE) -> np.ndarray:
     """The box's square crop resized to [size, size, 3]; parts outside the frame repeat the border."""
+    return cv2.warpAffine(frame, crop_matrix(box, size), (size, size), flags=interp, borderMode=cv2.BORDER_REPLICATE)
+
+
+def box_roi(box: np.ndarray, height: int, width: int) -> tuple[int, int, int, int]:
+    """Integer frame rectangle (x0, y0, x1, y1) covering the box, clipped to the frame."""
+    cx, cy, side = box
+    x0, y0 = max(0, int(np.floor(cx - side / 2))), max(0, int(np.floor(cy - side / 2)))
+    x1, y1 = min(width, int(np.ceil(cx + side / 2)) + 1), min(height, int(np.ceil(cy + side / 2)) + 1)
+    return x0, y0, x1, y1
+
+
+def uncrop(img: np.ndarray, box: np.ndarray, roi: tuple[int, int, int, int], interp: int = RESAMPLE) -> np.ndarray:
+    """A crop-space image [S, S, ...] warped back onto the frame rectangle `roi` of its box."""
+    x0, y0, x1, y1 = roi
+    m = crop_matrix(box, img.shape[0])
+    m[:, 2] += m[:, :2] @ np.array([x0, y0])  # frame -> crop, for ROI pixel coordinates
     return cv2.warpAffine(
-        frame, crop_matrix(box, size), (size, size), flags=cv2.INTER_LINEAR, borderMode=cv2.BORDER_REPLICATE
+        img, m, (x1 - x0, y1 - y0), flags=interp | cv2.WARP_INVERSE_MAP, borderMode=cv2.BORDER_REPLICATE
     )
 
 

@@ -44,8 +44,6 @@ from hygie_lib.split import Split, heldout_gap, pick_references, reference_gap, 
 from hygie_lib.syncnet import SyncExpert, clip_starts, image_mouths, judge_frames, judge_video
 from hygie_lib.video import VideoWriter, iter_frames
 
-SHARP_SIZE = 256  # sharpness is compared in mouth boxes resampled to this side (above the crops': loss of detail shows)
-
 
 def generate_frames(
     model: MouthModel,
@@ -294,14 +292,12 @@ def _appearance(
     open_: np.ndarray,
 ) -> dict:
     """How real the generated mouths look next to the real ones: `sharpness_ratio` (mean high-frequency energy in
-    the mask, generated / real, measured at SHARP_SIZE px, finer than the crops: what a crop size loses counts;
-    1 = as sharp) and `teeth_ratio` (on frames where the
-    real mouth is open, the mean share of teeth pixels inside the inner lips, generated / real)."""
+    the mask, in frame pixels, generated / real; 1 = as sharp) and `teeth_ratio` (on frames where the real mouth is
+    open, the mean share of teeth pixels inside the inner lips, generated / real)."""
     sharp_real, sharp_gen, teeth_real, teeth_gen = [], [], [], []
-    mask = cv2.resize(template.mask, (SHARP_SIZE, SHARP_SIZE), interpolation=cv2.INTER_NEAREST)
     for k, (r, g) in enumerate(zip(real, generated)):  # real frame k is template frame n-1-k; g was drawn into k
-        sharp_real.append(sharpness(crop(r, template.boxes[len(real) - 1 - k], SHARP_SIZE), mask))
-        sharp_gen.append(sharpness(crop(g, template.boxes[k], SHARP_SIZE), mask))
+        sharp_real.append(sharpness(r, template.boxes[len(real) - 1 - k], template.mask))
+        sharp_gen.append(sharpness(g, template.boxes[k], template.mask))
         if open_[k]:
             teeth_real.append(teeth_fraction(r, real_lm[k]))
             teeth_gen.append(teeth_fraction(g, gen_lm[k]))

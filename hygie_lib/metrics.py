@@ -7,6 +7,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
+from hygie_lib.crops import box_roi, uncrop
 from hygie_lib.landmarks import INNER_LIPS, OUTER_LIPS, eye_centres, face_axes
 
 MAX_LAG = 10  # frames searched either way for the sync offset
@@ -77,10 +78,14 @@ def sync(gen: np.ndarray, real: np.ndarray) -> tuple[float, int]:
     return lags[0], int(max(lags, key=lambda k: -np.inf if np.isnan(lags[k]) else lags[k]))
 
 
-def sharpness(crop: np.ndarray, mask: np.ndarray) -> float:
-    """High-frequency energy of an RGB crop inside the mask (eroded off its edge): variance of the grey Laplacian."""
-    inside = cv2.erode(mask, np.ones((5, 5), np.uint8)).astype(bool)
-    lap = cv2.Laplacian(cv2.cvtColor(crop, cv2.COLOR_RGB2GRAY).astype(np.float32), cv2.CV_32F)
+def sharpness(frame: np.ndarray, box: np.ndarray, mask: np.ndarray) -> float:
+    """High-frequency energy of an RGB frame in the mouth mask [S, S] of `box`, in the frame's own pixels (what the
+    viewer sees; nothing resampled): variance of the grey Laplacian, the mask's edge left out."""
+    roi = box_roi(box, *frame.shape[:2])
+    x0, y0, x1, y1 = roi
+    inside = uncrop(mask.astype(np.uint8) * 255, box, roi, cv2.INTER_NEAREST) > 127
+    inside = cv2.erode(inside.astype(np.uint8), np.ones((5, 5), np.uint8)).astype(bool)
+    lap = cv2.Laplacian(cv2.cvtColor(frame[y0:y1, x0:x1], cv2.COLOR_RGB2GRAY).astype(np.float32), cv2.CV_32F)
     return float(lap[inside].var())
 
 

@@ -34,8 +34,11 @@ def draw_probe(frame: np.ndarray, landmarks: np.ndarray, box: np.ndarray, pad: f
     return out
 
 
-def probe_video(path: str | os.PathLike, *, fps: float, pad: float, alpha: float, frames: int = 4) -> np.ndarray:
-    """The first `frames` frames of a video side by side (RGB), each annotated by `draw_probe`."""
+def probe_video(
+    path: str | os.PathLike, *, fps: float, pad: float, alpha: float, frames: int = 4
+) -> tuple[np.ndarray, float]:
+    """The first `frames` frames of a video side by side (RGB), each annotated by `draw_probe`, and the mouth box's
+    median side in pixels."""
     imgs = list(islice(iter_frames(path, fps), frames))
     with FaceMesh() as mesh:
         lms = np.stack([mesh(img) for img in imgs])
@@ -44,4 +47,5 @@ def probe_video(path: str | os.PathLike, *, fps: float, pad: float, alpha: float
     boxes = smooth_boxes(mouth_boxes(lms, pad), alpha)
     tiles = [draw_probe(img, lm, box, pad) for img, lm, box in zip(imgs, lms, boxes)]
     scale = min(1.0, 480 / tiles[0].shape[0])
-    return np.hstack([cv2.resize(t, None, fx=scale, fy=scale, interpolation=cv2.INTER_AREA) for t in tiles])
+    image = np.hstack([cv2.resize(t, None, fx=scale, fy=scale, interpolation=cv2.INTER_AREA) for t in tiles])
+    return image, float(np.nanmedian(boxes[:, 2]))

@@ -17,6 +17,7 @@ from sklearn.neighbors import NearestNeighbors
 
 from hygie_lib.crops import Crops
 from hygie_lib.io import HygieError, save_npz
+from hygie_lib.shape import ShapeSpace
 
 CANDIDATES = 8  # nearest library mouths considered per frame
 THUMB = 16  # side of the grey thumbnails the jump cost compares
@@ -65,8 +66,9 @@ class MouthLibrary:
         return cand[np.arange(len(shapes)), path]
 
 
-def build_library(crops: Crops, shapes: np.ndarray, frames: np.ndarray) -> MouthLibrary:
-    """The library of a recording's `frames` (its training block): crops, shapes [n_frames, K], thumbnails."""
+def build_library(crops: Crops, space: ShapeSpace, frames: np.ndarray) -> MouthLibrary:
+    """The library of a recording's `frames` (its training block, with a face): crops, shapes, thumbnails."""
+    shapes = space.coefficients(crops.landmarks[frames]) / space.scale
     ys, xs = np.nonzero(crops.mask)
     thumbs = (
         np.stack(
@@ -81,4 +83,4 @@ def build_library(crops: Crops, shapes: np.ndarray, frames: np.ndarray) -> Mouth
         ).astype(np.float32)
         / 255.0
     )
-    return MouthLibrary(crops.crops[frames], shapes[frames].astype(np.float32), frames.astype(np.int64), thumbs)
+    return MouthLibrary(crops.crops[frames], shapes.astype(np.float32), frames.astype(np.int64), thumbs)

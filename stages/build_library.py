@@ -2,7 +2,6 @@
 
 import argparse
 
-import numpy as np
 from common import load_params, run
 
 from hygie_lib.audio2shape import ShapeModel
@@ -20,8 +19,7 @@ def main() -> None:
     p = load_params("train.TRAIN_SPLIT")
     crops, shapes = Crops.load(args.crops), ShapeModel.load(args.shapes)
     frames = time_split(crops.face, train_split=p.TRAIN_SPLIT, gap=0).train_frames  # never a held-out mouth
-    coefficients = np.nan_to_num(shapes.space.coefficients(crops.landmarks)) / shapes.space.scale
-    library = build_library(crops, coefficients, frames)
+    library = build_library(crops, shapes.space, frames)
     library.save(args.out)
     print(f"{args.out}: {len(library.frames)} mouths of {crops.size}px")
 

@@ -1,7 +1,8 @@
+import cv2
 import numpy as np
 import pytest
 
-from hygie_lib.metrics import MAX_LAG, lag_correlation, lip_distance, sync
+from hygie_lib.metrics import MAX_LAG, lag_correlation, lip_distance, sharpness, sync, teeth_fraction
 
 
 def test_sync_finds_the_lag_between_two_signals():
@@ -28,3 +29,30 @@ def test_lip_distance_is_in_mouth_widths_and_ignores_head_motion():
     width = np.ptp(lm[:, OUTER_LIPS, 0], axis=1)
     np.testing.assert_allclose(lip_distance(moved, lm), 10 / width, rtol=1e-4)
     np.testing.assert_allclose(lip_distance(lm + 25, lm), 0, atol=1e-4)  # a head shift is not charged
+
+
+def test_sharpness_sees_blur_inside_the_mouth_mask_only():
+    from hygie_lib.crops import mouth_mask
+
+    rng = np.random.default_rng(2)
+    frame = rng.integers(0, 256, (240, 320, 3), dtype=np.uint8)
+    box, mask = np.array([150.0, 130.0, 100.0]), mouth_mask(64, 1.3)
+    blurred = frame.copy()
+    blurred[80:180, 100:200] = cv2.GaussianBlur(frame, (0, 0), 1.5)[80:180, 100:200]  # the mouth box, softened
+    assert sharpness(blurred, box, mask) < 0.2 * sharpness(frame, box, mask)
+    outside = cv2.GaussianBlur(frame, (0, 0), 1.5)
+    outside[80:180, 100:200] = frame[80:180, 100:200]  # everything but the box softened: the mouth is as sharp
+    assert sharpness(outside, box, mask) == pytest.approx(sharpness(frame, box, mask), rel=0.02)
+
+
+def test_teeth_fraction_counts_bright_pale_pixels_inside_the_inner_lips():
+    from hygie_lib.landmarks import INNER_LIPS
+
+    frame = np.full((200, 200, 3), (120, 40, 40), np.uint8)  # dark red lips and mouth
+    landmarks = np.zeros((478, 3), np.float32)
+    angles = np.linspace(0, 2 * np.pi, len(INNER_LIPS), endpoint=False)
+    landmarks[INNER_LIPS, 0], landmarks[INNER_LIPS, 1] = 100 + 40 * np.cos(angles), 100 + 20 * np.sin(angles)
+    assert teeth_fraction(frame, landmarks) == 0.0
+    frame[80:100, 50:150] = (235, 230, 220)  # upper teeth: the top half of the opening
+    assert teeth_fraction(frame, landmarks) == pytest.approx(0.5, abs=0.05)
+    assert np.isnan(teeth_fraction(frame, np.full((478, 3), np.nan, np.float32)))

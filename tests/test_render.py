@@ -10,9 +10,8 @@ import pytest
 from conftest import DATA, save_model, write_audio, write_video
 
 from hygie_lib.audio import load_audio
-from hygie_lib.blend import _roi
 from hygie_lib.cli import main as hygie
-from hygie_lib.crops import Crops, mouth_mask
+from hygie_lib.crops import Crops, box_roi, mouth_mask
 from hygie_lib.inference import MouthModel
 from hygie_lib.io import HygieError
 from hygie_lib.render import (
@@ -73,7 +72,7 @@ def test_output_frames_change_only_the_mouth_and_skip_faceless_frames(demo):
         if not tpl.face[i]:
             assert_same(frame, source[i], exact=k < n_template)
             continue
-        x0, y0, x1, y1 = _roi(tpl.boxes[i], *frame.shape[:2])
+        x0, y0, x1, y1 = box_roi(tpl.boxes[i], *frame.shape[:2])
         outside = np.ones(frame.shape[:2], bool)
         outside[y0:y1, x0:x1] = False
         assert_same(frame[outside], source[i][outside], exact=k < n_template)
@@ -217,3 +216,10 @@ def test_references_are_face_frames_half_the_template_away():
     assert face[refs].all() and refs[0] == 10 and refs[15] in (4, 8)  # frame 5 has no face: the nearest one
     assert (np.minimum(np.abs(refs - np.arange(20)), 20 - np.abs(refs - np.arange(20))) >= 7).all()
     assert (reference_indices(np.eye(1, 9, 4, dtype=bool)[0]) == 4).all()  # a single face frame serves all
+
+
+def test_probe_writes_the_annotated_frames_and_prints_the_mouth_box_side(demo, tmp_path, capsys):
+    assert hygie(["probe", str(demo["template_video"]), "--out", str(tmp_path / "probe.png"), "--frames", "2"]) == 0
+    side = float(capsys.readouterr().out.split("mouth box: ")[1].split(" px")[0])
+    assert side == pytest.approx(np.median(demo["template"].boxes[:2, 2]), abs=1.0)
+    assert (tmp_path / "probe.png").stat().st_size > 1000

@@ -5,10 +5,12 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
+from hygie_lib.cli import main as hygie
 from hygie_lib.inference import MouthModel
 from hygie_lib.io import HygieError
 from hygie_lib.render import audio_features, render_frames
 from hygie_lib.retrieve import THUMB, MouthLibrary, build_library
+from hygie_lib.video import iter_frames
 
 
 def library(n: int = 40, seed: int = 0) -> MouthLibrary:
@@ -38,8 +40,7 @@ def test_real_runs_of_the_recording_are_preferred():
 
 def test_library_of_a_clip_round_trips(tmp_path, demo):
     tpl = demo["template"]
-    shapes = np.nan_to_num(demo["shapes"].space.coefficients(tpl.landmarks)) / demo["shapes"].space.scale
-    lib = build_library(tpl, shapes, np.arange(0, len(tpl.crops), 2))
+    lib = build_library(tpl, demo["shapes"].space, np.arange(0, len(tpl.crops), 2))
     assert lib.crops.shape == (len(tpl.crops[::2]), 32, 32, 3) and lib.thumbs.shape == (len(lib.crops), THUMB**2)
     lib.save(tmp_path / "library.npz")
     back = MouthLibrary.load(tmp_path / "library.npz")
@@ -51,8 +52,7 @@ def test_library_of_a_clip_round_trips(tmp_path, demo):
 
 def test_retrieve_pastes_library_mouths_and_blend_shows_them_to_the_model(demo):
     tpl, model = demo["template"], MouthModel(demo["model"], "torch")
-    shapes = np.nan_to_num(demo["shapes"].space.coefficients(tpl.landmarks)) / demo["shapes"].space.scale
-    lib = build_library(tpl, shapes, np.arange(len(tpl.crops)))
+    lib = build_library(tpl, demo["shapes"].space, np.arange(len(tpl.crops)))
     lib = MouthLibrary(np.full_like(lib.crops, 255), lib.shapes, lib.frames, lib.thumbs)  # white mouths: easy to spot
     mel = audio_features(demo["audio"], model.data)
     frames = {
@@ -65,3 +65,14 @@ def test_retrieve_pastes_library_mouths_and_blend_shows_them_to_the_model(demo):
     assert not np.array_equal(frames["blend"][0], frames["generate"][0])  # the reference changed what was drawn
     with pytest.raises(HygieError, match="need a mouth library"):
         next(render_frames(model, tpl, demo["template_video"], mel, mouth="retrieve"))
+
+
+def test_render_command_retrieves_from_the_given_library(demo, tmp_path, capsys):
+    tpl = demo["template"]
+    build_library(tpl, demo["shapes"].space, np.arange(len(tpl.crops))).save(tmp_path / "library.npz")
+    args = ["render", "--model", str(demo["model"]), "--template", str(demo["template_video"])]
+    args += ["--audio", str(demo["audio"]), "--mouth", "retrieve", "--blend", "feather", "--backend", "torch"]
+    assert hygie([*args, "--library", str(tmp_path / "library.npz"), "--out", str(tmp_path / "o.mp4")]) == 0
+    assert sum(1 for _ in iter_frames(tmp_path / "o.mp4", 25)) == 75
+    assert hygie([*args, "--library", str(tmp_path / "none.npz"), "--out", str(tmp_path / "p.mp4")]) == 2
+    assert "none.npz" in capsys.readouterr().err and not (tmp_path / "p.mp4").exists()
