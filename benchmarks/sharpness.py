@@ -1,11 +1,12 @@
 """The sharpness ceiling of a crop size and a resampling: real mouths cropped and pasted back, as render pastes them.
 
-For each clip of ../shared/data/real, every 3rd frame's own mouth is cropped at IMG_SIZE with a resampling, pasted
-back into the same frame (feathered, as render does, with that resampling), and the pasted frame's sharpness
-(metrics.sharpness: Laplacian variance inside the mouth mask, in frame pixels) is divided by the untouched
-frame's. A perfect generator can do no better than this ratio at that size: it is what `sharpness_ratio` would be
-if the model drew the real mouth exactly.
-Usage: python benchmarks/sharpness.py [--clips obama_20s ...] [--sizes 128 160 192]   (about 1 minute on 2 cores)
+For each clip of ../shared/data/real (or video given by path), every 3rd frame's own mouth is cropped at IMG_SIZE
+with a resampling, pasted back into the same frame (feathered, as render does, with that resampling), and the
+pasted frame's sharpness (metrics.sharpness: Laplacian variance inside the mouth mask, in frame pixels) is divided
+by the untouched frame's. A perfect generator can do no better than this ratio at that size: it is what
+`sharpness_ratio` would be if the model drew the real mouth exactly.
+Usage: python benchmarks/sharpness.py [--clips obama_20s data/raw/template_idle.mp4 ...] [--sizes 128 160 192]
+(about 1 minute on 2 cores)
 """
 
 from __future__ import annotations
@@ -54,7 +55,7 @@ def ceilings(video: Path, sizes: list[int]) -> tuple[float, dict[tuple[int, str]
 
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("--clips", nargs="+", default=CLIPS)
+    ap.add_argument("--clips", nargs="+", default=CLIPS, help="names in ../shared/data/real, or video paths")
     ap.add_argument("--sizes", type=int, nargs="+", default=[128, 160, 192])
     args = ap.parse_args()
     if not REAL.is_dir():
@@ -62,8 +63,8 @@ def main() -> None:
     cols = [(s, r) for s in args.sizes for r in RESAMPLINGS]
     print(f"{'clip':<20}{'box px':>8}" + "".join(f"{f'{s} {r}':>14}" for s, r in cols))
     for name in args.clips:
-        side, ratio = ceilings(REAL / f"{name}.mp4", args.sizes)
-        print(f"{name:<20}{side:>8.0f}" + "".join(f"{ratio[c]:>14.3f}" for c in cols), flush=True)
+        side, ratio = ceilings(Path(name) if Path(name).is_file() else REAL / f"{name}.mp4", args.sizes)
+        print(f"{Path(name).stem:<20}{side:>8.0f}" + "".join(f"{ratio[c]:>14.3f}" for c in cols), flush=True)
 
 
 if __name__ == "__main__":

@@ -7,7 +7,7 @@ import json
 import math
 import os
 import time
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, replace
 from pathlib import Path
 
 import numpy as np
@@ -108,8 +108,6 @@ def clip_loss(
     cfg: TrainConfig,
     device: torch.device,
     critics: Critics,
-    *,
-    adversarial: bool = True,
 ):
     """(total loss, predicted clips) of a batch: reconstruction, and the critics' verdicts where they are on."""
     pred = _run(model, b, device)
@@ -121,7 +119,7 @@ def clip_loss(
         loss = loss + cfg.w_ssim * (1.0 - ssim(pred, target, mask))
     if cfg.w_sync:
         loss = loss + cfg.w_sync * sync_loss(critics.expert, pred.float(), mask.cpu().numpy(), b["sync_mel"].to(device))
-    if cfg.w_gan and adversarial and critics.adversarial:
+    if cfg.w_gan and critics.adversarial:
         masked = (target * (1.0 - mask)).flatten(0, 1)
         loss = loss + cfg.w_gan * critics.adversary.generator_loss(masked, pred.flatten(0, 1), mask)
     return loss, pred
@@ -182,7 +180,7 @@ def validate(model, data: MouthBatches, starts, cfg: TrainConfig, device, critic
     sums, n, first = {"loss": 0.0, "psnr_mouth": 0.0, "ssim_mouth": 0.0}, 0, None
     for i in range(0, len(starts), cfg.batch_size):
         b = data.batch(starts[i : i + cfg.batch_size], rng, augment=False)
-        loss, pred = clip_loss(model, b, cfg, device, critics, adversarial=False)
+        loss, pred = clip_loss(model, b, cfg, device, replace(critics, adversarial=False))
         pred, k, mask = pred.float().cpu(), len(starts[i : i + cfg.batch_size]), model.mask.cpu()
         sums["loss"] += float(loss) * k
         sums["psnr_mouth"] += psnr(pred, b["target"], mask) * k

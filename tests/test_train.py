@@ -229,12 +229,13 @@ def test_an_adversary_joins_after_its_warm_up(tiny_clip, tmp_path):
     assert load_checkpoint(tmp_path / "best.pt").train["epoch"] >= 2  # only epochs with the adversary can be best
 
 
-def test_a_killed_run_resumes_as_if_never_stopped(tiny_clip, tmp_path):
-    _, whole = run_fit(tiny_clip, tmp_path / "whole", epochs=4)
+@pytest.mark.parametrize("w_gan", [0.0, 0.1], ids=["reconstruction", "with an adversary"])
+def test_a_killed_run_resumes_as_if_never_stopped(tiny_clip, tmp_path, w_gan):
+    _, whole = run_fit(tiny_clip, tmp_path / "whole", epochs=4, w_gan=w_gan)
     with pytest.raises(Killed):
-        run_fit(tiny_clip, tmp_path / "cut", epochs=4, live=FakeLiveKilledAt(2))
+        run_fit(tiny_clip, tmp_path / "cut", epochs=4, live=FakeLiveKilledAt(2), w_gan=w_gan)
     (tmp_path / "cut" / "best.pt").unlink()  # what DVC does to an output before it reruns a stage
-    _, resumed = run_fit(tiny_clip, tmp_path / "cut", epochs=4, resume=True)
+    _, resumed = run_fit(tiny_clip, tmp_path / "cut", epochs=4, resume=True, w_gan=w_gan)
     quality = lambda m: [(s, name, v) for s, name, v in m if name != "train/samples_per_s"]  # noqa: E731
     assert quality(resumed.metrics) == quality(whole.metrics)  # the same curve, its first epochs re-logged
     assert (tmp_path / "cut" / "best.pt").read_bytes() == (tmp_path / "whole" / "best.pt").read_bytes()
