@@ -56,3 +56,29 @@ def test_teeth_fraction_counts_bright_pale_pixels_inside_the_inner_lips():
     frame[80:100, 50:150] = (235, 230, 220)  # upper teeth: the top half of the opening
     assert teeth_fraction(frame, landmarks) == pytest.approx(0.5, abs=0.05)
     assert np.isnan(teeth_fraction(frame, np.full((478, 3), np.nan, np.float32)))
+
+
+def test_appearance_compares_generated_with_real_frames_box_for_box():
+    from types import SimpleNamespace
+
+    from hygie_lib.crops import mouth_mask
+    from hygie_lib.evaluate import _appearance
+    from hygie_lib.landmarks import INNER_LIPS
+
+    rng = np.random.default_rng(3)
+    real = [rng.integers(0, 256, (240, 320, 3), dtype=np.uint8) for _ in range(4)]
+    for f in real:
+        f[108:152, 108:192] = (120, 40, 40)  # the mouth's opening, dark red
+        f[120:140, 120:180] = 240  # teeth in it
+    lm = np.zeros((4, 478, 3), np.float32)
+    angles = np.linspace(0, 2 * np.pi, len(INNER_LIPS), endpoint=False)
+    lm[:, INNER_LIPS, 0], lm[:, INNER_LIPS, 1] = 150 + 40 * np.cos(angles), 130 + 20 * np.sin(angles)
+    template = SimpleNamespace(boxes=np.tile([150.0, 130.0, 100.0], (4, 1)), mask=mouth_mask(64, 1.3))
+    is_open = np.array([True, True, False, True])
+    same = _appearance(real, lm, iter(real), lm, template, is_open)
+    assert same["sharpness_ratio"] == pytest.approx(1.0) and same["teeth_ratio"] == pytest.approx(1.0)
+    soft = [cv2.GaussianBlur(f, (0, 0), 2.0) for f in real]
+    for f in soft:
+        f[108:152, 108:192] = (120, 40, 40)  # an opening without teeth
+    blurred = _appearance(real, lm, iter(soft), lm, template, is_open)
+    assert blurred["sharpness_ratio"] < 0.2 and blurred["teeth_ratio"] < 0.1
