@@ -27,7 +27,7 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
 from hygie_lib.audio import load_audio, write_wav  # noqa: E402
-from hygie_lib.audio2shape import BANDS, AudioToShape, ShapeModel  # noqa: E402
+from hygie_lib.audio2shape import AudioToShape, ShapeModel  # noqa: E402
 from hygie_lib.checkpoint import DataInfo, load_checkpoint, save_checkpoint  # noqa: E402
 from hygie_lib.crops import Crops, mouth_mask  # noqa: E402
 from hygie_lib.inference import MouthModel, export_onnx  # noqa: E402
@@ -84,9 +84,7 @@ def make_inputs(work: Path, model_path: str | None, seconds: float, size: int | 
             cond=t["cond"],
         )
         space = ShapeSpace.fit(tpl.landmarks[tpl.face], p["train_shape"]["components"])
-        predictor = AudioToShape(
-            np.zeros(BANDS), np.ones(BANDS), np.zeros((5 * BANDS + 1, space.k)), np.zeros(space.k), 2, 1.0
-        )
+        predictor = AudioToShape.untrained(space.k)
         model_path = str(work / "untrained.pt")
         save_checkpoint(model_path, model, data, ShapeModel(space, predictor, 0))
     build_library(tpl, MouthModel(model_path, "torch").shapes.space, np.flatnonzero(tpl.face)).save(work / "lib.npz")

@@ -24,7 +24,7 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
 from hygie_lib.audio import Mel  # noqa: E402
-from hygie_lib.audio2shape import BANDS, AudioToShape, ShapeModel  # noqa: E402
+from hygie_lib.audio2shape import AudioToShape, ShapeModel  # noqa: E402
 from hygie_lib.crops import Crops, mouth_boxes, mouth_mask  # noqa: E402
 from hygie_lib.dataset import MouthBatches  # noqa: E402
 from hygie_lib.landmarks import FaceMesh  # noqa: E402
@@ -55,9 +55,7 @@ def talking_face(n: int, size: int, pad: float, n_mels: int, rng: np.random.Gene
     )
     mel = Mel(rng.normal(-4, 2, (n_mels, n * 4)).astype(np.float32), 16000, 512, 25.0, 4)
     space = ShapeSpace.fit(landmarks + rng.normal(0, 1, landmarks.shape), 8)
-    predictor = AudioToShape(
-        np.zeros(BANDS), np.ones(BANDS), np.zeros((5 * BANDS + 1, space.k)), np.zeros(space.k), 2, 1.0
-    )
+    predictor = AudioToShape.untrained(space.k)
     return crops, mel, ShapeModel(space, predictor, 0)
 
 

@@ -101,6 +101,11 @@ class AudioToShape:
         out[silent] = self.rest
         return gaussian_filter1d(out, self.smooth, axis=0, mode="nearest") if self.smooth > 0 else out
 
+    @classmethod
+    def untrained(cls, k: int, half: int = 2) -> AudioToShape:
+        """A predictor of the average shape for any audio, for speed benchmarks (what it predicts does not matter)."""
+        return cls(np.zeros(BANDS), np.ones(BANDS), np.zeros(((2 * half + 1) * BANDS + 1, k)), np.zeros(k), half, 1.0)
+
     def save_arrays(self) -> dict[str, np.ndarray]:
         """The arrays to store, keyed by field."""
         return {

@@ -262,10 +262,9 @@ def cross_check(
             if name == "" and expert is not None:
                 metrics.update(_judge_cross(expert, crops, block, template, rendered, seg))
             if name == "":
-                real = [_decode(j) for j in jpegs]
                 metrics.update(
                     _appearance(
-                        real,
+                        (_decode(j) for j in jpegs),
                         crops.landmarks[block],
                         iter_frames(rendered, crops.fps),
                         gen_lm,
@@ -284,7 +283,7 @@ def cross_check(
 
 
 def _appearance(
-    real: list[np.ndarray],
+    real: Iterable[np.ndarray],
     real_lm: np.ndarray,
     generated: Iterable[np.ndarray],
     gen_lm: np.ndarray,
@@ -295,9 +294,11 @@ def _appearance(
     the mask, in frame pixels, generated / real; 1 = as sharp) and `teeth_ratio` (on frames where the real mouth is
     open, the mean share of teeth pixels inside the inner lips, generated / real)."""
     sharp_real, sharp_gen, teeth_real, teeth_gen = [], [], [], []
-    for k, (r, g) in enumerate(zip(real, generated)):  # real frame k is template frame n-1-k; g was drawn into k
-        sharp_real.append(sharpness(r, template.boxes[len(real) - 1 - k], template.mask))
-        sharp_gen.append(sharpness(g, template.boxes[k], template.mask))
+    # real frame k is the template's frame n-1-k (the template plays the block backwards); g was drawn into frame k
+    frames = zip(real, generated, template.boxes[::-1], template.boxes)
+    for k, (r, g, real_box, gen_box) in enumerate(frames):
+        sharp_real.append(sharpness(r, real_box, template.mask))
+        sharp_gen.append(sharpness(g, gen_box, template.mask))
         if open_[k]:
             teeth_real.append(teeth_fraction(r, real_lm[k]))
             teeth_gen.append(teeth_fraction(g, gen_lm[k]))

@@ -118,7 +118,8 @@ def render_frames(
     refs = reference_indices(template.face)
     seconds = defaultdict(float) if seconds is None else seconds
     t = time.perf_counter()
-    heard = model.hear(mel)  # the whole audio at once: a shape model smooths its mouth shapes over time
+    # the whole audio at once: a shape model smooths its mouth shapes over time; retrieve draws nothing
+    heard = model.hear(mel) if mouth != "retrieve" else None
     picks = None if mouth == "generate" else _retrieve(model, mel, library)
     seconds["cond"] += _lap(t)
     frames = pingpong_frames(template_video, template.fps, n_template, n_out)
@@ -131,12 +132,14 @@ def render_frames(
         t = time.perf_counter()
         face = template.face[idx]
         f, kf = idx[face], ks[face]  # template frames with a face, and the output frames they make
-        crops, ref = template.crops[f], template.crops[refs[f]] if model.reference else None  # [F, S, S, 3]
-        if picks is not None:
+        crops = template.crops[f]  # [F, S, S, 3]
+        if picks is not None:  # the library's real mouths: pasted (retrieve) or shown as the reference (blend)
             ref = library.crops[picks[kf]]
+        else:
+            ref = template.crops[refs[f]] if model.reference else None
         seconds["crops"] += _lap(t)
         t = time.perf_counter()
-        cond = heard.conditions(kf, template.landmarks[f], template.boxes[f]) if mouth != "retrieve" else None
+        cond = heard.conditions(kf, template.landmarks[f], template.boxes[f]) if heard is not None else None
         seconds["cond"] += _lap(t)
         t = time.perf_counter()
         if len(f):
