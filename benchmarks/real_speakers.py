@@ -6,7 +6,7 @@ expert), train (the generator) on the first TRAIN_SPLIT of the clip, and evaluat
 mode; writes each one's contact sheet and side-by-side video into --out (--reuse: cross checks of the models
 already trained there). On 2 cores at 160 px: about 18 minutes for obama_20s (25 with the GAN) and 8 for each
 8 s clip, plus 1 per extra mode.
-Usage: python benchmarks/real_speakers.py [--clips obama_20s ...] [--epochs 40] [--size 160] [--cond shape]
+Usage: python benchmarks/real_speakers.py [--clips obama_20s ...] [--steps 1000] [--size 160] [--cond shape]
        [--w-sync 0] [--w-gan 0] [--mouths generate retrieve blend] [--blend poisson] [--reuse]
        [--out /tmp/real_speakers]
 """
@@ -33,7 +33,7 @@ from hygie_lib.inference import MouthModel  # noqa: E402
 from hygie_lib.landmarks import detect_video  # noqa: E402
 from hygie_lib.retrieve import build_library  # noqa: E402
 from hygie_lib.syncnet import learn_sync  # noqa: E402
-from hygie_lib.train import TrainConfig, fit  # noqa: E402
+from hygie_lib.train import NoLive, TrainConfig, fit  # noqa: E402
 
 REAL = ROOT.parent / "shared" / "data" / "real"
 CLIPS = ["obama_20s", "hdtf_katiehill_8s", "hdtf_radio2_8s", "hdtf_radio34_8s", "hdtf_menendez_8s"]
@@ -54,16 +54,6 @@ COLUMNS = [
 ]
 
 
-class Quiet:
-    """A dvclive stand-in: the benchmark keeps no training curves."""
-
-    summary: dict = {}
-
-    def log_metric(self, *_) -> None: ...
-    def log_image(self, *_) -> None: ...
-    def next_step(self) -> None: ...
-
-
 def run_clip(name: str, args: argparse.Namespace) -> dict:
     """One clip through prepare, train_shape, train_sync, train and the cross check; its metrics."""
     video, work = REAL / f"{name}.mp4", args.out / name
@@ -81,7 +71,9 @@ def run_clip(name: str, args: argparse.Namespace) -> dict:
         obj.save(work / file)
     cfg = TrainConfig(
         mel_win=16,
-        epochs=args.epochs,
+        steps=args.steps,
+        eval_every=args.steps // 10,
+        patience=0,
         batch_size=16,
         lr=0.002,
         w_in=8.0,
@@ -91,6 +83,7 @@ def run_clip(name: str, args: argparse.Namespace) -> dict:
         w_gan=args.w_gan,
         gan_warmup=args.gan_warmup,
         augment=True,
+        precision="auto",
         train_split=args.split,
         seed=0,
     )
@@ -104,11 +97,11 @@ def run_clip(name: str, args: argparse.Namespace) -> dict:
             model_kwargs=model_kwargs,
             cfg=cfg,
             models_dir=work,
-            live=Quiet(),
+            live=NoLive(),
         )
     model = MouthModel(work / "best.pt")
     split = heldout_split(model, crops, args.split)
-    library = build_library(crops, shapes.space, split.train_frames)
+    library = build_library(crops, shapes, split.train_frames, model.data)
     rows = {}
     for mouth in args.mouths:
         metrics, table, sheet = cross_check(
@@ -138,12 +131,12 @@ def run_clip(name: str, args: argparse.Namespace) -> dict:
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--clips", nargs="+", default=CLIPS)
-    ap.add_argument("--epochs", type=int, default=40)
+    ap.add_argument("--steps", type=int, default=1000, help="training steps (about 40 passes over obama_20s)")
     ap.add_argument("--size", type=int, default=160)
     ap.add_argument("--cond", default="shape", choices=["shape", "audio"])
     ap.add_argument("--w-sync", type=float, default=0.0)
     ap.add_argument("--w-gan", type=float, default=0.0)
-    ap.add_argument("--gan-warmup", type=int, default=10)
+    ap.add_argument("--gan-warmup", type=int, default=250, help="steps before the adversary joins")
     ap.add_argument(
         "--mouths",
         nargs="+",
@@ -159,7 +152,7 @@ def main() -> None:
     if not REAL.is_dir():
         sys.exit(f"{REAL}: the real clips are not here.")
     print(
-        f"cond {args.cond}, w_sync {args.w_sync}, {args.size} px, {args.epochs} epochs, train on the first "
+        f"cond {args.cond}, w_sync {args.w_sync}, {args.size} px, {args.steps} steps, train on the first "
         f"{args.split:.0%}\n"
     )
     print(f"{'clip, render.mouth':<28}" + "".join(f"{c:>22}" for c in COLUMNS) + f"{'minutes':>9}")

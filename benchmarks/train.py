@@ -5,7 +5,7 @@ depend on content), the demo face's real landmarks (a shape-conditioned model dr
 CPU-side assembly of batches alone (indexing, drawing shapes, references, augmentation): on a GPU, training
 cannot go faster than that, so it bounds the expected GPU time.
 Usage: python benchmarks/train.py [--sizes 96 128] [--steps 8] [--device cpu] [--cond shape|audio] [--w-sync 0.3]
-       [--w-gan 0.1]
+       [--w-gan 0.1] [--precision auto|bf16|fp32]
 """
 
 from __future__ import annotations
@@ -27,6 +27,7 @@ from hygie_lib.audio import Mel  # noqa: E402
 from hygie_lib.audio2shape import AudioToShape, ShapeModel  # noqa: E402
 from hygie_lib.crops import Crops, mouth_boxes, mouth_mask  # noqa: E402
 from hygie_lib.dataset import MouthBatches  # noqa: E402
+from hygie_lib.device import PRECISIONS, autocast_dtype  # noqa: E402
 from hygie_lib.landmarks import FaceMesh  # noqa: E402
 from hygie_lib.model import HygieUNetLite, count_params, flops_per_frame  # noqa: E402
 from hygie_lib.shape import ShapeSpace  # noqa: E402
@@ -67,6 +68,7 @@ def main() -> None:
     ap.add_argument("--cond", choices=["shape", "audio"], help="the generator's condition (default: params.yaml's)")
     ap.add_argument("--w-sync", type=float, help="sync loss weight (default: params.yaml's)")
     ap.add_argument("--w-gan", type=float, help="adversarial loss weight (default: params.yaml's)")
+    ap.add_argument("--precision", choices=PRECISIONS, help="training precision (default: params.yaml's)")
     args = ap.parse_args()
     p = yaml.safe_load((ROOT / "params.yaml").read_text())
     t, m = p["train"], p["compute_mel"]
@@ -77,7 +79,9 @@ def main() -> None:
     torch.set_num_threads(os.cpu_count() or 1)
     cfg = TrainConfig(
         mel_win=t["MEL_WIN"],
-        epochs=1,
+        steps=1,
+        eval_every=1,
+        patience=0,
         batch_size=t["batch_size"],
         lr=t["lr"],
         w_in=t["w_in"],
@@ -87,6 +91,7 @@ def main() -> None:
         w_gan=w_gan,
         gan_warmup=0,
         augment=t["augment"],
+        precision=args.precision or t["precision"],
         train_split=t["TRAIN_SPLIT"],
         seed=0,
     )
@@ -95,7 +100,9 @@ def main() -> None:
     expert = SyncExpert(SyncNet().requires_grad_(False), hears, p["build_crops"]["MOUTH_PAD"]) if w_sync else None
     critics = Critics(expert, Adversary(cfg.lr, device) if w_gan else None, adversarial=bool(w_gan))
     print(
-        f"device {device}, {torch.get_num_threads()} threads, cond {cond}, w_sync {w_sync}, w_gan {w_gan}, batch "
+        f"device {device}, {torch.get_num_threads()} threads, "
+        f"{autocast_dtype(device, cfg.precision) or torch.float32}, "
+        f"cond {cond}, w_sync {w_sync}, w_gan {w_gan}, batch "
         f"{cfg.batch_size} clips x {clip} frames, widths {t['widths']}, reference {t['reference']}"
     )
     print(

@@ -3,7 +3,7 @@ the recording's shape model (audio -> mouth shape, A/V offset), so one file rend
 
 A checkpoint is plain data (dicts, lists, numbers, tensors), so it loads with torch.load(weights_only=True):
     {"config": model.config, "data": asdict(DataInfo), "shapes": ShapeModel.arrays(), "state_dict": ..., "train": {}}
-`train` says how training went (the best epoch); inference ignores it.
+`train` says how training went (the step of the best weights); inference ignores it.
 """
 
 from __future__ import annotations

@@ -98,11 +98,18 @@ class MouthModel:
     """
 
     def __init__(self, path: str | os.PathLike, backend: str = "onnx", threads: int | None = None) -> None:
+        """Load a checkpoint (.pt, run by `backend`), an exported .onnx, or a mouth library (.npz: the fast path,
+        which draws nothing and renders with render.mouth retrieve only)."""
         if backend not in BACKENDS:
             raise HygieError(f"render.backend: {backend!r} is not one of {', '.join(BACKENDS)}.")
         path = Path(path)
         threads = threads or os.cpu_count() or 1
         self.backend = backend
+        if path.suffix == ".npz":  # a mouth library: the fast path, real mouths only (render.mouth retrieve)
+            from hygie_lib.retrieve import MouthLibrary
+
+            self._use_library(MouthLibrary.load(path))
+            return
         if path.suffix == ".onnx":
             self.backend = "onnx"
             self._session_from(path, path.read_bytes() if path.is_file() else None, threads)
@@ -115,6 +122,18 @@ class MouthModel:
             self._model = ckpt.model
         else:
             self._session_from(path, export_onnx(ckpt.model, self.data, self.shapes), threads)
+
+    @classmethod
+    def from_library(cls, library) -> MouthModel:
+        """The fast path's model: a MouthLibrary's shape model and crop settings, drawing nothing (retrieve only)."""
+        model = cls.__new__(cls)
+        model._use_library(library)
+        return model
+
+    def _use_library(self, library) -> None:
+        """Take the shape model, crop settings and mask of a MouthLibrary; there is no generator."""
+        self.backend, self.config = "library", {"reference": False, "cond": "shape"}
+        self.data, self.shapes, self.mask = library.data, library.model, library.mask.astype(np.uint8)
 
     def _session_from(self, path: Path, onnx_bytes: bytes | None, threads: int) -> None:
         """Open an ONNX Runtime session and read the model's metadata; a HygieError names an unusable file."""
@@ -188,6 +207,10 @@ class MouthModel:
 
     def generate(self, crops: np.ndarray, refs: np.ndarray | None, cond: np.ndarray) -> np.ndarray:
         """Crops [B, S, S, 3] uint8, reference crops (same, or None) and conditions (`conditions`) -> new crops."""
+        if self.backend == "library":
+            raise HygieError(
+                "a mouth library draws no mouths: render it with render.mouth retrieve, or give models/best.pt."
+            )
         x = [_to_model(crops), np.ascontiguousarray(cond, dtype=np.float32)]
         if self.reference:
             x.append(_to_model(refs))

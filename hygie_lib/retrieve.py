@@ -1,6 +1,8 @@
 """Retrieval: real mouths of the training recording, chosen for the shape the audio asks for, without flicker.
 
-The library holds the training block's mouth crops and their shape coefficients (`build_library`). For a
+The library holds the training block's mouth crops and their shape coefficients (`build_library`), with what it
+takes to render from it alone (how the crops and mel were made, the mask, the shape model): the fast path, usable
+seconds after train_shape while the generator trains. For a
 sequence of wanted shapes, the K nearest crops of each frame (scikit-learn's KD-tree) are the candidates, and a
 Viterbi path picks one per frame: close to the wanted shape, and costing little to go from one to the next (none
 when the next is the recording's next frame, so real runs of the recording play as they were).
@@ -8,16 +10,18 @@ when the next is the recording's next frame, so real runs of the recording play 
 
 from __future__ import annotations
 
+import json
 import os
-from dataclasses import dataclass
+from dataclasses import asdict, dataclass
 
 import cv2
 import numpy as np
 from sklearn.neighbors import NearestNeighbors
 
+from hygie_lib.audio2shape import ShapeModel
+from hygie_lib.checkpoint import DataInfo
 from hygie_lib.crops import Crops
 from hygie_lib.io import HygieError, save_npz
-from hygie_lib.shape import ShapeSpace
 
 CANDIDATES = 8  # nearest library mouths considered per frame
 THUMB = 16  # side of the grey thumbnails the jump cost compares
@@ -33,17 +37,33 @@ class MouthLibrary:
     shapes: np.ndarray  # [M, K] shape coefficients, in units of each coefficient's spread
     frames: np.ndarray  # [M] frame numbers in the recording
     thumbs: np.ndarray  # [M, THUMB * THUMB] grey thumbnails of the mask's box, in [0, 1]
+    mask: np.ndarray  # [S, S] the region a pasted mouth replaces
+    data: DataInfo  # how the crops and the mel the shape model hears were made (mel_win 0: no generator)
+    model: ShapeModel  # the recording's audio -> shape model
 
     def save(self, path: str | os.PathLike) -> None:
         """Write a deterministic .npz, atomically."""
-        save_npz(path, crops=self.crops, shapes=self.shapes, frames=self.frames, thumbs=self.thumbs)
+        arrays = {f"model.{k}": v for k, v in self.model.arrays().items()}
+        data = np.array(json.dumps(asdict(self.data), sort_keys=True))
+        save_npz(
+            path,
+            crops=self.crops,
+            shapes=self.shapes,
+            frames=self.frames,
+            thumbs=self.thumbs,
+            mask=self.mask,
+            data=data,
+            **arrays,
+        )
 
     @classmethod
     def load(cls, path: str | os.PathLike) -> MouthLibrary:
         """Read a build_library output; a HygieError names a file of another layout."""
         try:
             with np.load(path) as z:
-                return cls(z["crops"], z["shapes"], z["frames"], z["thumbs"])
+                model = ShapeModel.from_arrays({k[6:]: z[k] for k in z.files if k.startswith("model.")})
+                data = DataInfo.from_dict(json.loads(str(z["data"])))
+                return cls(z["crops"], z["shapes"], z["frames"], z["thumbs"], z["mask"], data, model)
         except (OSError, KeyError, ValueError) as e:
             raise HygieError(f"{path}: not a mouth library made by build_library ({e}); run `dvc repro`.") from e
 
@@ -66,8 +86,10 @@ class MouthLibrary:
         return cand[np.arange(len(shapes)), path]
 
 
-def build_library(crops: Crops, space: ShapeSpace, frames: np.ndarray) -> MouthLibrary:
-    """The library of a recording's `frames` (its training block, with a face): crops, shapes, thumbnails."""
+def build_library(crops: Crops, model: ShapeModel, frames: np.ndarray, data: DataInfo) -> MouthLibrary:
+    """The library of a recording's `frames` (its training block, with a face): crops, shapes, thumbnails, and what
+    rendering from it needs (`data`, the mask, the shape `model`)."""
+    space = model.space
     shapes = space.coefficients(crops.landmarks[frames]) / space.scale
     ys, xs = np.nonzero(crops.mask)
     thumbs = (
@@ -83,4 +105,6 @@ def build_library(crops: Crops, space: ShapeSpace, frames: np.ndarray) -> MouthL
         ).astype(np.float32)
         / 255.0
     )
-    return MouthLibrary(crops.crops[frames], shapes.astype(np.float32), frames.astype(np.int64), thumbs)
+    return MouthLibrary(
+        crops.crops[frames], shapes.astype(np.float32), frames.astype(np.int64), thumbs, crops.mask, data, model
+    )

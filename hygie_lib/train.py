@@ -1,4 +1,5 @@
-"""Training: losses, one epoch, validation, the best checkpoint, a resumable run state, and dvclive logging."""
+"""Training: losses, rounds of steps, validation with a sync score, early stopping, the best checkpoint, a resumable
+run state, dvclive logging, and data parallelism over `torchrun` processes."""
 
 from __future__ import annotations
 
@@ -7,6 +8,7 @@ import json
 import math
 import os
 import time
+from collections.abc import Callable
 from dataclasses import asdict, dataclass, replace
 from pathlib import Path
 
@@ -20,12 +22,12 @@ from hygie_lib.audio2shape import ShapeModel
 from hygie_lib.checkpoint import DataInfo, build_model, save_checkpoint, save_state
 from hygie_lib.crops import Crops
 from hygie_lib.dataset import MouthBatches
-from hygie_lib.device import best_device
+from hygie_lib.device import Workers, autocast_dtype, best_device
 from hygie_lib.io import HygieError, fingerprint
 from hygie_lib.metrics import psnr, ssim
 from hygie_lib.model import HygieUNetLite, PatchDiscriminator, count_params
 from hygie_lib.split import CLIP, heldout_gap, reference_gap, time_split
-from hygie_lib.syncnet import SYNC_FRAMES, SyncExpert, sync_loss
+from hygie_lib.syncnet import SYNC_FRAMES, SyncExpert, clip_starts, grey_mouths, sync_loss
 
 
 @dataclass(frozen=True)
@@ -33,16 +35,19 @@ class TrainConfig:
     """Everything the loop needs besides the data; each field is a `train.*` param."""
 
     mel_win: int  # MEL_WIN: mel columns the model hears per frame, centred on it
-    epochs: int
-    batch_size: int
+    steps: int  # optimiser steps in all: the budget, whatever the recording's length
+    eval_every: int  # steps between validations (each one a dvclive step, a checkpoint and a resume point)
+    patience: int  # stop after this many validations without a better sync score (0 = never)
+    batch_size: int  # clips per step, over all processes
     lr: float
     w_in: float  # L1 weight inside the mouth mask (1 outside)
     w_temporal: float  # weight of the temporal L1 on consecutive frames
     w_ssim: float  # weight of the (1 - SSIM) term inside the mask (0 = off)
     w_sync: float  # weight of the frozen sync expert's verdict on 5-frame clips (0 = off; Wav2Lip's sync loss)
     w_gan: float  # weight of the PatchGAN adversary's verdict on the mouth region (0 = off)
-    gan_warmup: int  # epochs of reconstruction alone before the adversary joins
+    gan_warmup: int  # steps of reconstruction alone before the adversary joins
     augment: bool
+    precision: str  # auto (bf16 autocast where the hardware has it), bf16 or fp32 (hygie_lib.device.PRECISIONS)
     train_split: float
     seed: int
 
@@ -57,10 +62,18 @@ def temporal_l1(pred: torch.Tensor, target: torch.Tensor, mask: torch.Tensor) ->
     return ((pred.diff(dim=1) - target.diff(dim=1)).abs() * mask).mean()
 
 
-def _run(model: HygieUNetLite, b: dict[str, torch.Tensor], device: torch.device) -> torch.Tensor:
+VAL_FRAMES = 500  # validation regenerates at most the first 20 s (at 25 fps) of the held-out block, whole
+
+
+def _net(model: torch.nn.Module) -> HygieUNetLite:
+    """The HygieUNetLite itself, inside a DistributedDataParallel wrapper or not."""
+    return getattr(model, "module", model)
+
+
+def _run(model: torch.nn.Module, b: dict[str, torch.Tensor], device: torch.device) -> torch.Tensor:
     """Predicted clips [B, T, 3, S, S] for a batch."""
     B, T = b["target"].shape[:2]
-    ref = b["ref"].to(device)[:, None].expand(-1, T, -1, -1, -1).flatten(0, 1) if model.reference else None
+    ref = b["ref"].to(device)[:, None].expand(-1, T, -1, -1, -1).flatten(0, 1) if _net(model).reference else None
     out = model(b["target"].to(device).flatten(0, 1), b["cond"].to(device).flatten(0, 1), ref)
     return out.view(B, T, *out.shape[1:])
 
@@ -68,9 +81,10 @@ def _run(model: HygieUNetLite, b: dict[str, torch.Tensor], device: torch.device)
 class Adversary:
     """A PatchGAN critic of the mouth region and its optimizer (hinge loss), trained beside the generator."""
 
-    def __init__(self, lr: float, device: torch.device) -> None:
+    def __init__(self, lr: float, device: torch.device, workers: Workers | None = None) -> None:
         self.d = PatchDiscriminator().to(device)
         self.opt = torch.optim.Adam(self.d.parameters(), lr=lr, betas=(0.5, 0.999))
+        self.workers = workers or Workers()
         self.losses: list[float] = []
 
     def _score(self, masked: torch.Tensor, crop: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
@@ -88,6 +102,7 @@ class Adversary:
         loss = F.relu(1 - self._score(masked, real, mask)).mean() + F.relu(1 + self._score(masked, fake, mask)).mean()
         self.opt.zero_grad(set_to_none=True)
         loss.backward()
+        self.workers.average_gradients(self.d)
         self.opt.step()
         self.losses.append(loss.item())
 
@@ -99,11 +114,11 @@ class Critics:
 
     expert: SyncExpert | None = None
     adversary: Adversary | None = None
-    adversarial: bool = False  # the adversary's term is on (after train.gan_warmup epochs)
+    adversarial: bool = False  # the adversary's term is on (after train.gan_warmup steps)
 
 
 def clip_loss(
-    model: HygieUNetLite,
+    model: torch.nn.Module,
     b: dict[str, torch.Tensor],
     cfg: TrainConfig,
     device: torch.device,
@@ -111,7 +126,7 @@ def clip_loss(
 ):
     """(total loss, predicted clips) of a batch: reconstruction, and the critics' verdicts where they are on."""
     pred = _run(model, b, device)
-    target, mask = b["target"].to(device), model.mask
+    target, mask = b["target"].to(device), _net(model).mask
     loss = weighted_l1(pred, target, mask, cfg.w_in)
     if cfg.w_temporal:
         loss = loss + cfg.w_temporal * temporal_l1(pred, target, mask)
@@ -125,69 +140,148 @@ def clip_loss(
     return loss, pred
 
 
-def cosine_schedule(opt: torch.optim.Optimizer, total_steps: int) -> torch.optim.lr_scheduler.LambdaLR:
-    """Learning rate from `lr` down to 2% of it along a half cosine over `total_steps` optimiser steps."""
-    return torch.optim.lr_scheduler.LambdaLR(
-        opt, lambda step: 0.02 + 0.49 * (1 + math.cos(math.pi * min(1.0, step / total_steps)))
-    )
+def cosine_schedule(opt: torch.optim.Optimizer, total_steps: int, warmup: int = 0) -> torch.optim.lr_scheduler.LambdaLR:
+    """Learning rate rising linearly over `warmup` steps, then from `lr` down to 2% of it along a half cosine."""
+
+    def factor(step: int) -> float:
+        if step < warmup:
+            return (step + 1) / warmup
+        done = min(1.0, (step - warmup) / max(1, total_steps - warmup))
+        return 0.02 + 0.49 * (1 + math.cos(math.pi * done))
+
+    return torch.optim.lr_scheduler.LambdaLR(opt, factor)
 
 
 def train_step(
-    model: HygieUNetLite,
+    model: torch.nn.Module,
     b: dict[str, torch.Tensor],
     opt: torch.optim.Optimizer,
     cfg: TrainConfig,
-    device,
+    device: torch.device,
     critics: Critics | None = None,
 ) -> float:
-    """One optimiser step on a batch (bf16 autocast on CUDA), then one of the adversary if it is on; the loss."""
+    """One optimiser step on a batch (under bf16 autocast where cfg.precision says), then one of the adversary if it
+    is on; the loss."""
     critics = critics or Critics()
-    with torch.autocast(device.type, dtype=torch.bfloat16, enabled=device.type == "cuda"):
+    dtype = autocast_dtype(device, cfg.precision)
+    with torch.autocast(device.type, dtype=dtype or torch.bfloat16, enabled=dtype is not None):
         loss, pred = clip_loss(model, b, cfg, device, critics)
     opt.zero_grad(set_to_none=True)
     loss.backward()
     opt.step()
     if cfg.w_gan and critics.adversarial:
-        target, mask = b["target"].to(device).flatten(0, 1), model.mask
+        target, mask = b["target"].to(device).flatten(0, 1), _net(model).mask
         critics.adversary.step(target * (1.0 - mask), target, pred.detach().float().flatten(0, 1), mask)
     return loss.item()
 
 
-def train_one_epoch(
-    model, data: MouthBatches, starts, opt, sched, cfg: TrainConfig, rng, device, desc: str, critics: Critics
+def _share(b: dict[str, torch.Tensor], workers: Workers) -> dict[str, torch.Tensor]:
+    """This process's equal share of a batch that every process assembled alike."""
+    n = len(b["target"]) // workers.world
+    return {k: v[workers.rank * n : (workers.rank + 1) * n] for k, v in b.items()}
+
+
+def train_round(
+    model,
+    data: MouthBatches,
+    starts,
+    opt,
+    sched,
+    cfg: TrainConfig,
+    rng,
+    device,
+    step: int,
+    n_steps: int,
+    critics: Critics,
+    workers: Workers,
 ) -> tuple[float, float]:
-    """One pass over the training clips in random order: (mean loss, samples/s)."""
+    """`n_steps` optimiser steps from step `step` on random batches of training clips: (mean loss, samples/s).
+
+    Every process draws the same batches from the same `rng` and trains on its share of each, so a run over N
+    processes takes the steps one process would take with the whole batch.
+    """
     model.train()
-    order = rng.permutation(starts)
-    total, seen, t0 = 0.0, 0, time.perf_counter()
-    bar = tqdm(range(0, len(order) - cfg.batch_size + 1, cfg.batch_size), desc=desc, unit="batch", leave=False)
-    for i in bar:
-        b = data.batch(order[i : i + cfg.batch_size], rng, augment=cfg.augment)
-        loss = train_step(model, b, opt, cfg, device, critics)
+    total, t0 = 0.0, time.perf_counter()
+    bar = tqdm(
+        range(step, step + n_steps),
+        desc=f"steps {step + 1}-{step + n_steps}/{cfg.steps}",
+        unit="step",
+        leave=False,
+        disable=workers.rank > 0,
+    )
+    for s in bar:
+        critics.adversarial = bool(cfg.w_gan) and s >= cfg.gan_warmup
+        b = data.batch(rng.choice(starts, cfg.batch_size, replace=False), rng, augment=cfg.augment)
+        total += train_step(model, _share(b, workers), opt, cfg, device, critics)
         sched.step()
-        total += loss * cfg.batch_size
-        seen += cfg.batch_size
-        bar.set_postfix(loss=f"{total / seen:.4f}", samples_s=f"{seen / (time.perf_counter() - t0):.1f}")
-    return total / max(seen, 1), seen / (time.perf_counter() - t0)
+        bar.set_postfix(loss=f"{total / (s - step + 1):.4f}")
+    loss = workers.sum(total) / (workers.world * n_steps)
+    return loss, n_steps * cfg.batch_size / (time.perf_counter() - t0)
+
+
+def validation_starts(val: np.ndarray) -> np.ndarray:
+    """Non-overlapping clips over the first VAL_FRAMES frames of the validation block: a stretch of video to judge."""
+    starts = val[val < val[0] + VAL_FRAMES] if len(val) else val
+    keep, last = [], -CLIP
+    for t in starts:
+        if t >= last + CLIP:
+            keep.append(t)
+            last = t
+    return np.asarray(keep, dtype=np.int64)
 
 
 @torch.no_grad()
-def validate(model, data: MouthBatches, starts, cfg: TrainConfig, device, critics: Critics) -> tuple[dict, dict]:
-    """Validation loss (without the adversary's term: a moving target), mouth PSNR and SSIM over all validation clips
-    (fixed references), and one batch to preview."""
-    model.eval()
-    rng = np.random.default_rng(1234)  # the same references every epoch
-    sums, n, first = {"loss": 0.0, "psnr_mouth": 0.0, "ssim_mouth": 0.0}, 0, None
+def validate(
+    model, data: MouthBatches, starts: np.ndarray, cfg: TrainConfig, device, critics: Critics
+) -> tuple[dict, dict]:
+    """Validation loss (without the adversary's term: a moving target), mouth PSNR and SSIM over the validation clips
+    (fixed references), the sync expert's confidence in the regenerated stretch (when there is an expert), and one
+    batch to preview."""
+    net = _net(model).eval()
+    rng = np.random.default_rng(1234)  # the same references every time
+    sums, n, first, mouths = {"loss": 0.0, "psnr_mouth": 0.0, "ssim_mouth": 0.0}, 0, None, {}
     for i in range(0, len(starts), cfg.batch_size):
-        b = data.batch(starts[i : i + cfg.batch_size], rng, augment=False)
-        loss, pred = clip_loss(model, b, cfg, device, replace(critics, adversarial=False))
-        pred, k, mask = pred.float().cpu(), len(starts[i : i + cfg.batch_size]), model.mask.cpu()
+        s = starts[i : i + cfg.batch_size]
+        b = data.batch(s, rng, augment=False)
+        loss, pred = clip_loss(net, b, cfg, device, replace(critics, adversarial=False))
+        pred, k, mask = pred.float().cpu(), len(s), net.mask.cpu()
         sums["loss"] += float(loss) * k
         sums["psnr_mouth"] += psnr(pred, b["target"], mask) * k
         sums["ssim_mouth"] += float(ssim(pred, b["target"], mask)) * k
         n += k
         first = first or {"masked": b["target"] * (1.0 - mask), "pred": pred, "target": b["target"]}
-    return {name: value / max(n, 1) for name, value in sums.items()}, first
+        if critics.expert:
+            grey = grey_mouths(pred, mask.numpy()).numpy()  # [k, CLIP, SYNC_SIZE, SYNC_SIZE]
+            mouths.update({int(t) + j: grey[q, j] for q, t in enumerate(s) for j in range(pred.shape[1])})
+    metrics = {name: value / max(n, 1) for name, value in sums.items()}
+    if mouths:
+        metrics["sync_confidence"] = _sync_confidence(critics.expert, mouths, data)
+    return metrics, first
+
+
+def _sync_confidence(expert: SyncExpert, mouths: dict[int, np.ndarray], data: MouthBatches) -> float:
+    """The expert's confidence that regenerated grey mouths {frame: [SIZE, SIZE]} match the recording's audio."""
+    lo, hi = min(mouths), max(mouths) + 1
+    have = np.zeros(hi - lo, bool)
+    have[np.array(list(mouths)) - lo] = True
+    stack = np.zeros((hi - lo, *next(iter(mouths.values())).shape), np.float32)
+    for t, m in mouths.items():
+        stack[t - lo] = m
+    cols = (np.arange((hi - lo) * data.per_frame) + (lo + data.shapes.offset) * data.per_frame).clip(
+        0, data.mel.shape[1] - 1
+    )
+    score = expert.score(stack, data.mel[:, cols], clip_starts(have, np.arange(hi - lo)))
+    return score["confidence"]
+
+
+class NoLive:
+    """A dvclive stand-in that keeps nothing: for processes other than rank 0, and benchmarks."""
+
+    summary: dict = {}
+
+    def log_metric(self, *_) -> None: ...
+    def log_image(self, *_) -> None: ...
+    def next_step(self) -> None: ...
 
 
 def preview(b: dict, k: int = 6) -> np.ndarray:
@@ -198,8 +292,9 @@ def preview(b: dict, k: int = 6) -> np.ndarray:
 
 
 def run_settings(cfg: TrainConfig, model_kwargs: dict, data: DataInfo, source: str) -> dict:
-    """Everything that makes a training run what it is, as plain data: a resume must match it (epochs may differ)."""
-    train = {k: v for k, v in asdict(cfg).items() if k != "epochs"}
+    """Everything that makes a training run what it is, as plain data: a resume must match it (the budget, steps and
+    patience, may differ)."""
+    train = {k: v for k, v in asdict(cfg).items() if k not in ("steps", "patience")}
     return {
         **train,
         **{k: list(v) if isinstance(v, tuple) else v for k, v in model_kwargs.items()},
@@ -243,25 +338,36 @@ def fit(
     models_dir: str | os.PathLike,
     live,
     resume: bool = False,
+    on_validation: Callable[[int, float], None] | None = None,
 ) -> dict[str, float]:
     """Train on one prepared clip -> models_dir/best.pt (lowest validation loss); logs to a dvclive `live`.
 
     How the inputs were made (crop size, padding, fps, mel settings) is read from the prepared files themselves, and
     the recording's shape model (train_shape: mouth shapes, audio -> shape, A/V offset) travels in the checkpoint.
-    After every epoch the whole run (weights, best weights, optimizer, RNGs, per-epoch metrics, settings) is saved
-    atomically to models_dir/resume/<settings hash>.pt, which no DVC stage declares, so nothing restores another
-    run's file over it and other runs do not touch it; it is deleted when the run completes. `resume` continues
-    the interrupted run with the same settings (epochs may differ) and re-logs its earlier epochs, so the curves
-    are this run's alone.
+    Training runs `cfg.steps` steps in rounds of `cfg.eval_every`; after each round it validates, and stops early
+    once the sync expert (sync_path, read when cfg.w_sync or cfg.patience is on) has not found the regenerated
+    validation stretch better in sync for `cfg.patience` validations. After every validation the whole run (weights,
+    best weights, optimizer, RNGs, metrics, settings) is saved atomically to models_dir/resume/<settings hash>.pt,
+    which no DVC stage declares, so nothing restores another run's file over it and other runs do not touch it; it
+    is deleted when the run completes. `resume` continues the interrupted run with the same settings (the budget
+    may differ) and re-logs its earlier validations, so the curves are this run's alone. Started by torchrun, each
+    process trains on its share of every batch (DistributedDataParallel) and rank 0 alone writes. `on_validation`
+    is called on rank 0 after each validation with the step and the seconds spent training so far.
     """
+    device = best_device(int(os.environ.get("LOCAL_RANK", "0")))
+    workers = Workers.start(device.type)
+    if cfg.batch_size % workers.world:
+        raise HygieError(f"train.batch_size {cfg.batch_size} does not split into {workers.world} equal shares.")
+    if workers.rank:
+        live = NoLive()
     torch.manual_seed(cfg.seed)
     rng = np.random.default_rng(cfg.seed)
-    device = best_device()
     if device.type == "cpu":
-        torch.set_num_threads(os.cpu_count() or 1)
+        torch.set_num_threads(max(1, (os.cpu_count() or 1) // workers.world))
     crops, mel, shapes = Crops.load(crops_path), Mel.load(mel_path), ShapeModel.load(shapes_path)
     critics = Critics(
-        SyncExpert.load(sync_path) if cfg.w_sync else None, Adversary(cfg.lr, device) if cfg.w_gan else None
+        SyncExpert.load(sync_path) if cfg.w_sync or cfg.patience else None,
+        Adversary(cfg.lr, device, workers) if cfg.w_gan else None,
     )
     clip = SYNC_FRAMES if cfg.w_sync else CLIP  # the expert judges 5-frame clips
     data = DataInfo.of(crops, mel, mel_win=cfg.mel_win)
@@ -287,102 +393,131 @@ def fit(
         ref_gap=reference_gap(cfg.mel_win, mel.per_frame),
         clip=clip,
     )
-    model = HygieUNetLite(mask=torch.from_numpy(crops.mask), n_mels=mel.n_mels, mel_win=cfg.mel_win, **model_kwargs)
-    model.to(device)
-    opt = torch.optim.AdamW(model.parameters(), lr=cfg.lr, weight_decay=1e-4)
-    sched = cosine_schedule(opt, cfg.epochs * (len(split.train) // cfg.batch_size))
+    val_starts = validation_starts(split.val)
+    net = HygieUNetLite(mask=torch.from_numpy(crops.mask), n_mels=mel.n_mels, mel_win=cfg.mel_win, **model_kwargs)
+    net.to(device)
+    model = net if workers.world == 1 else torch.nn.parallel.DistributedDataParallel(net)
+    opt = torch.optim.AdamW(net.parameters(), lr=cfg.lr, weight_decay=1e-4)
+    sched = cosine_schedule(opt, cfg.steps, warmup=min(100, cfg.steps // 20))
     models_dir = Path(models_dir)
     settings = {**run_settings(cfg, model_kwargs, data, crops.source), "shapes": fingerprint(shapes_path)}
-    if cfg.w_sync:
+    if critics.expert:
         settings["sync"] = fingerprint(sync_path)
     state_path = resume_path(models_dir, settings)
-    start_epoch, best, best_weights, history = 0, float("inf"), None, []
+    step, best, best_weights, history, seconds = 0, float("inf"), None, [], 0.0
     if resume:
         state = load_resume_state(state_path, settings, device)
-        model.load_state_dict(state["model"])
+        net.load_state_dict(state["model"])
         opt.load_state_dict(state["optimizer"])
         sched.load_state_dict(state["scheduler"])
-        start_epoch, best, best_weights, history = (
-            state["epoch"],
-            state["best_val_loss"],
-            state["best_model"],
-            state["history"],
-        )
+        step, best, best_weights, history = state["step"], state["best_val_loss"], state["best_model"], state["history"]
+        seconds = history[-1]["train/minutes"] * 60
         torch.set_rng_state(state["torch_rng"].cpu())
         rng.bit_generator.state = state["numpy_rng"]
         if critics.adversary:
             critics.adversary.d.load_state_dict(state["adversary"])
             critics.adversary.opt.load_state_dict(state["adversary_optimizer"])
-        for row in history:  # the earlier epochs' curves, so the logs hold this run alone
-            for name, value in row.items():
-                live.log_metric(name, value)
+        for row in history:  # the earlier validations' curves, so the logs hold this run alone
+            _log(live, row)
             live.next_step()
-        best_epoch = 1 + int(np.argmin([row["val/loss"] for row in history]))
-        _save_best(
-            models_dir / "best.pt", model, best_weights, data, shapes, best_epoch
-        )  # DVC deleted it before the stage
-        print(f"resuming after epoch {start_epoch} (best val loss {best:.4f})")
-    print(f"{count_params(model):,} params on {device}; {len(split.train)} training clips, {len(split.val)} validation")
-
-    for epoch in range(start_epoch, cfg.epochs):
-        critics.adversarial = bool(cfg.w_gan) and epoch >= cfg.gan_warmup
-        train_loss, speed = train_one_epoch(
-            model, batches, split.train, opt, sched, cfg, rng, device, f"epoch {epoch + 1}/{cfg.epochs}", critics
+        best_row = history[int(np.argmin([row["val/loss"] for row in history]))]
+        if workers.rank == 0:  # DVC deleted it before the stage
+            _save_best(models_dir / "best.pt", net, best_weights, data, shapes, best_row["step"])
+        print(f"resuming after step {step} (best val loss {best:.4f})")
+    if workers.rank == 0:
+        print(
+            f"{count_params(net):,} params on {device} x {workers.world}, "
+            f"{autocast_dtype(device, cfg.precision) or torch.float32}; {len(split.train)} training clips, "
+            f"{len(val_starts)} validate"
         )
-        val, shown = validate(model, batches, split.val, cfg, device, critics)
-        # with an adversary, reconstruction alone would always prefer the epochs before it joined: they cannot win
+
+    while step < cfg.steps and not _patience_spent(history, cfg.patience):
+        n_steps, t0 = min(cfg.eval_every, cfg.steps - step), time.perf_counter()
+        train_loss, speed = train_round(
+            model, batches, split.train, opt, sched, cfg, rng, device, step, n_steps, critics, workers
+        )
+        step += n_steps
+        val, shown = validate(model, batches, val_starts, cfg, device, critics)
+        seconds += time.perf_counter() - t0  # training and validating: the wall clock a user waits
+        if not math.isfinite(val["loss"]):
+            raise HygieError(
+                f"training diverged by step {step} (validation loss {val['loss']}): lower train.lr (now {cfg.lr}), "
+                "or try train.precision fp32."
+            )
+        # with an adversary, reconstruction alone would always prefer the steps before it joined: they cannot win
         improved = val["loss"] < best and (critics.adversarial or not cfg.w_gan)
         if improved:
-            best, best_weights = val["loss"], {k: v.detach().clone() for k, v in model.state_dict().items()}
-            _save_best(models_dir / "best.pt", model, best_weights, data, shapes, epoch + 1)
+            best, best_weights = val["loss"], {k: v.detach().clone() for k, v in net.state_dict().items()}
+            if workers.rank == 0:
+                _save_best(models_dir / "best.pt", net, best_weights, data, shapes, step)
         row = {
+            "step": step,
+            "train/minutes": seconds / 60,
             "train/loss": train_loss,
-            "val/loss": val["loss"],
-            "val/psnr_mouth": val["psnr_mouth"],
-            "val/ssim_mouth": val["ssim_mouth"],
+            **{f"val/{name}": value for name, value in val.items()},
             "train/samples_per_s": speed,
         }
         if critics.adversarial:
-            row["train/critic_loss"] = float(np.mean(critics.adversary.losses))
+            row["train/critic_loss"] = workers.sum(float(np.mean(critics.adversary.losses))) / workers.world
             critics.adversary.losses.clear()
         history.append(row)
-        state = {
-            "settings": settings,
-            "epoch": epoch + 1,
-            "model": model.state_dict(),
-            "best_model": best_weights,
-            "best_val_loss": best,
-            "optimizer": opt.state_dict(),
-            "scheduler": sched.state_dict(),
-            "torch_rng": torch.get_rng_state(),
-            "numpy_rng": rng.bit_generator.state,
-            "history": history,
-        }
-        if critics.adversary:
-            state["adversary"] = critics.adversary.d.state_dict()
-            state["adversary_optimizer"] = critics.adversary.opt.state_dict()
-        save_state(state_path, state)
-        for name, value in row.items():
-            live.log_metric(name, value)
+        if workers.rank == 0:
+            state = {
+                "settings": settings,
+                "step": step,
+                "model": net.state_dict(),
+                "best_model": best_weights,
+                "best_val_loss": best,
+                "optimizer": opt.state_dict(),
+                "scheduler": sched.state_dict(),
+                "torch_rng": torch.get_rng_state(),
+                "numpy_rng": rng.bit_generator.state,
+                "history": history,
+            }
+            if critics.adversary:
+                state["adversary"] = critics.adversary.d.state_dict()
+                state["adversary_optimizer"] = critics.adversary.opt.state_dict()
+            save_state(state_path, state)
+        _log(live, row)
         live.log_image("preview.png", preview(shown))
         live.next_step()
-        print(
-            f"epoch {epoch + 1}: train {train_loss:.4f}  val {val['loss']:.4f}  mouth PSNR {val['psnr_mouth']:.2f} dB "
-            f"SSIM {val['ssim_mouth']:.3f}  {speed:.1f} samples/s{'  *best' if improved else ''}"
-        )
-    state_path.unlink(missing_ok=True)  # the run is complete: nothing left to resume
+        if workers.rank == 0:
+            sync = f"  sync {val['sync_confidence']:.3f}" if "sync_confidence" in val else ""
+            print(
+                f"step {step}: train {train_loss:.4f}  val {val['loss']:.4f}  mouth PSNR {val['psnr_mouth']:.2f} dB "
+                f"SSIM {val['ssim_mouth']:.3f}{sync}  {speed:.1f} samples/s  {seconds / 60:.1f} min"
+                f"{'  *best' if improved else ''}"
+            )
+            if on_validation:
+                on_validation(step, seconds)
+    if workers.rank == 0:
+        state_path.unlink(missing_ok=True)  # the run is complete: nothing left to resume
     summary = {
         "best_val_loss": best,
         "final_val_loss": history[-1]["val/loss"] if history else best,
-        "epochs": cfg.epochs,
+        "steps": step,
+        "minutes": round(seconds / 60, 2),
     }
     for key, value in summary.items():
         live.summary[key] = value
     return summary
 
 
-def _save_best(path: Path, model: HygieUNetLite, weights: dict, data: DataInfo, shapes: ShapeModel, epoch: int) -> None:
-    """Write the best weights (of `epoch`) as an inference checkpoint; the model's own weights are left as they are."""
+def _log(live, row: dict) -> None:
+    """One validation's metrics to dvclive (whose own step counts validations; the optimiser step is kept apart)."""
+    for name, value in row.items():
+        if name != "step":
+            live.log_metric(name, value)
+
+
+def _patience_spent(history: list[dict], patience: int) -> bool:
+    """Whether the last `patience` validations all failed to beat the best sync confidence before them."""
+    sync = [row["val/sync_confidence"] for row in history if "val/sync_confidence" in row]
+    return patience > 0 and len(sync) > patience and max(sync[-patience:]) <= max(sync[:-patience])
+
+
+def _save_best(path: Path, model: HygieUNetLite, weights: dict, data: DataInfo, shapes: ShapeModel, step: int) -> None:
+    """Write the best weights (of `step`) as an inference checkpoint; the model's own weights are left as they are."""
     best = build_model(model.config, data)
     best.load_state_dict(weights)
-    save_checkpoint(path, best, data, shapes, {"epoch": epoch})
+    save_checkpoint(path, best, data, shapes, {"step": step})

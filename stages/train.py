@@ -1,10 +1,17 @@
-"""Stage train: learn the person's mouth from the prepared training clip -> models/best.pt."""
+"""Stage train: learn the person's mouth from the prepared training clip -> models/best.pt.
+
+On several GPUs (or CPU processes): `torchrun --nproc_per_node N stages/train.py ...` (the stage's cmd, python
+replaced), each process training on its share of every batch."""
 
 import argparse
+import os
+from contextlib import nullcontext
 
 from common import load_params, run
 
-from hygie_lib.train import TrainConfig, fit
+from hygie_lib.device import PRECISIONS
+from hygie_lib.io import check_choice
+from hygie_lib.train import NoLive, TrainConfig, fit
 
 
 def main() -> None:
@@ -14,14 +21,17 @@ def main() -> None:
     ap.add_argument("shapes", help="shape.npz from train_shape: mouth shapes, audio -> shape, A/V offset")
     ap.add_argument("sync", help="sync.pt from train_sync: the sync expert, a loss when train.w_sync is on")
     ap.add_argument("models_dir", help="gets best.pt (lowest validation loss); resume/ holds an unfinished run")
-    ap.add_argument("live_dir", help="dvclive folder: per-epoch metrics, plots and preview images")
+    ap.add_argument("live_dir", help="dvclive folder: metrics, plots and preview images of each validation")
     args = ap.parse_args()
     p = load_params("train")
+    check_choice("params.yaml train.precision", p.precision, PRECISIONS)
     from dvclive import Live
 
     cfg = TrainConfig(
         mel_win=p.MEL_WIN,
-        epochs=p.epochs,
+        steps=p.steps,
+        eval_every=p.eval_every,
+        patience=p.patience,
         batch_size=p.batch_size,
         lr=p.lr,
         w_in=p.w_in,
@@ -31,11 +41,14 @@ def main() -> None:
         w_gan=p.w_gan,
         gan_warmup=p.gan_warmup,
         augment=p.augment,
+        precision=p.precision,
         train_split=p.TRAIN_SPLIT,
         seed=p.seed,
     )
     model = {"widths": p.widths, "emb": p.emb, "reference": p.reference, "cond": p.cond}
-    with Live(args.live_dir, dvcyaml=None, save_dvc_exp=False) as live:  # a resume re-logs its earlier epochs
+    first = os.environ.get("RANK", "0") == "0"  # under torchrun, the first process alone logs
+    logger = Live(args.live_dir, dvcyaml=None, save_dvc_exp=False) if first else nullcontext(NoLive())
+    with logger as live:  # a resume re-logs its earlier validations
         summary = fit(
             args.crops,
             args.mel,

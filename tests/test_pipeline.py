@@ -132,7 +132,9 @@ TINY = {
         "cond": "shape",
         "MEL_WIN": 16,
         "TRAIN_SPLIT": 0.8,
-        "epochs": 2,
+        "steps": 60,  # 2 validations of 30 steps (a pass over the 120 training frames in batches of 4)
+        "eval_every": 30,
+        "patience": 0,
         "batch_size": 4,
         "widths": [8, 16],
         "emb": 16,
@@ -186,7 +188,7 @@ def test_repro_writes_every_artifact(repo):
     assert not (prep / "template" / "audio.wav").exists(), "the template's sound is never prepared"
     assert (repo / "models" / "best.pt").is_file() and not list(repo.glob("models/resume/*.pt"))  # nothing to resume
     train = json.loads((repo / "metrics" / "train" / "metrics.json").read_text())
-    assert train["epochs"] == 2 and train["best_val_loss"] <= train["final_val_loss"]
+    assert train["steps"] == 60 and train["best_val_loss"] <= train["final_val_loss"]
     shape = json.loads((repo / "metrics" / "shape.json").read_text())
     assert abs(shape["av_offset"]) <= 1  # the synthetic speaker's audio is in sync with its video
     evaluation = json.loads((repo / "metrics" / "eval" / "eval.json").read_text())
@@ -243,12 +245,14 @@ def test_changing_mouth_pad_reruns_only_what_depends_on_it(repo):
     changed = set(json.loads(dvc("status", "--json", cwd=repo).stdout))
     assert changed == {"build_crops@train", "build_crops@template"}  # no other stage reads MOUTH_PAD
     out = dvc("repro", cwd=repo).stdout
-    ran = set(re.findall(r"Running stage '([^']+)'", out))
-    assert ran == {
+    order = re.findall(r"Running stage '([^']+)'", out)
+    assert order.index("preview") < order.index("train")  # the fast path comes first: render it while training runs
+    assert set(order) == {
         "build_crops@train",
         "build_crops@template",
         "train_shape",
         "build_library",
+        "preview",
         "train_sync",
         "train",
         "evaluate",
@@ -286,25 +290,25 @@ def test_resume_after_a_kill_under_dvc_exp_run(repo):
     import torch
 
     env = {**os.environ, "PATH": f"{Path(sys.executable).parent}{os.pathsep}{os.environ['PATH']}"}
-    cmd = [sys.executable, "-m", "dvc", "exp", "run", "-S", "train.epochs=40", "-S", "train.lr=0.003"]
+    cmd = [sys.executable, "-m", "dvc", "exp", "run", "-S", "train.steps=1200", "-S", "train.lr=0.003"]
     proc = subprocess.Popen(
         cmd, cwd=repo, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True
     )
     deadline, states = time.time() + 300, []
-    while not (states and torch.load(states[0], weights_only=True)["epoch"] >= 3):
+    while not (states and torch.load(states[0], weights_only=True)["step"] >= 90):
         assert proc.poll() is None and time.time() < deadline, "training ended before it could be killed"
         time.sleep(0.2)
         states = list(repo.glob("models/resume/*.pt"))
     os.killpg(proc.pid, signal.SIGKILL)  # as a power cut would: no cleanup at all
     proc.wait()
     killed = torch.load(states[0], weights_only=True)
-    assert killed["epoch"] < 40
-    dvc("exp", "run", "-S", "train.lr=0.05", "-S", "train.epochs=2", cwd=repo)  # another run in between
-    with pytest.raises(AssertionError, match=r"the interrupted run had other settings \(lr 0.003 -> 0.05\)"):
-        dvc("exp", "run", "-S", "train.lr=0.05", "-S", "train.epochs=3", "-S", "train.resume=true", cwd=repo)
-    out = dvc("exp", "run", "-S", "train.lr=0.003", "-S", "train.epochs=40", "-S", "train.resume=true", cwd=repo)
-    assert f"resuming after epoch {killed['epoch']}" in out.stdout + out.stderr
+    assert killed["step"] < 1200
+    dvc("exp", "run", "-S", "train.lr=0.01", "-S", "train.steps=60", cwd=repo)  # another run in between
+    with pytest.raises(AssertionError, match=r"the interrupted run had other settings \(lr 0.003 -> 0.01\)"):
+        dvc("exp", "run", "-S", "train.lr=0.01", "-S", "train.steps=90", "-S", "train.resume=true", cwd=repo)
+    out = dvc("exp", "run", "-S", "train.lr=0.003", "-S", "train.steps=1200", "-S", "train.resume=true", cwd=repo)
+    assert f"resuming after step {killed['step']}" in out.stdout + out.stderr
     logged = pd.read_csv(repo / "metrics" / "train" / "plots" / "metrics" / "val" / "loss.tsv", sep="\t")
     assert list(logged["step"]) == list(range(40))  # one run's curve, nothing of the run in between
-    np.testing.assert_allclose(logged["loss"][: killed["epoch"]], [row["val/loss"] for row in killed["history"]])
+    np.testing.assert_allclose(logged["loss"][: len(killed["history"])], [row["val/loss"] for row in killed["history"]])
     assert (repo / "models" / "best.pt").is_file() and not list(repo.glob("models/resume/*.pt"))

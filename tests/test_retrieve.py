@@ -2,8 +2,11 @@
 
 from __future__ import annotations
 
+from dataclasses import replace
+
 import numpy as np
 import pytest
+from conftest import DATA
 
 from hygie_lib.cli import main as hygie
 from hygie_lib.inference import MouthModel
@@ -19,7 +22,10 @@ def library(n: int = 40, seed: int = 0) -> MouthLibrary:
     bright = (np.arange(n) / n)[:, None].astype(np.float32)
     crops = np.repeat((bright[:, :, None, None] * 255).astype(np.uint8), 8, 1).repeat(8, 2).repeat(3, 3)
     thumbs = np.repeat(bright, THUMB * THUMB, 1) + rng.normal(0, 0.01, (n, THUMB * THUMB)).astype(np.float32)
-    return MouthLibrary(crops, bright * 3.5, np.arange(n) * 3, thumbs)  # frames 0, 3, 6...: never each other's next
+    mask = np.ones((8, 8), np.uint8)
+    return MouthLibrary(
+        crops, bright * 3.5, np.arange(n) * 3, thumbs, mask, DATA, None
+    )  # frames 0, 3, 6...: none follows
 
 
 def test_the_path_follows_the_wanted_shapes_and_stays_smooth():
@@ -33,14 +39,14 @@ def test_the_path_follows_the_wanted_shapes_and_stays_smooth():
 
 def test_real_runs_of_the_recording_are_preferred():
     lib = library()
-    lib = MouthLibrary(lib.crops, lib.shapes, np.arange(len(lib.shapes)), lib.thumbs)  # now frame i+1 follows i
+    lib = replace(lib, frames=np.arange(len(lib.shapes)))  # now frame i+1 follows i
     wanted = lib.shapes[10:20] + 0.04  # between library shapes: several are as near
     assert list(lib.choose(wanted)) == list(range(10, 20))  # the recording's own order wins
 
 
 def test_library_of_a_clip_round_trips(tmp_path, demo):
     tpl = demo["template"]
-    lib = build_library(tpl, demo["shapes"].space, np.arange(0, len(tpl.crops), 2))
+    lib = build_library(tpl, demo["shapes"], np.arange(0, len(tpl.crops), 2), DATA)
     assert lib.crops.shape == (len(tpl.crops[::2]), 32, 32, 3) and lib.thumbs.shape == (len(lib.crops), THUMB**2)
     lib.save(tmp_path / "library.npz")
     back = MouthLibrary.load(tmp_path / "library.npz")
@@ -52,8 +58,8 @@ def test_library_of_a_clip_round_trips(tmp_path, demo):
 
 def test_retrieve_pastes_library_mouths_and_blend_shows_them_to_the_model(demo):
     tpl, model = demo["template"], MouthModel(demo["model"], "torch")
-    lib = build_library(tpl, demo["shapes"].space, np.arange(len(tpl.crops)))
-    lib = MouthLibrary(np.full_like(lib.crops, 255), lib.shapes, lib.frames, lib.thumbs)  # white mouths: easy to spot
+    lib = build_library(tpl, demo["shapes"], np.arange(len(tpl.crops)), DATA)
+    lib = replace(lib, crops=np.full_like(lib.crops, 255))  # white mouths: easy to spot
     mel = audio_features(demo["audio"], model.data)
     frames = {
         m: list(render_frames(model, tpl, demo["template_video"], mel, blend="feather", mouth=m, library=lib))
@@ -69,10 +75,24 @@ def test_retrieve_pastes_library_mouths_and_blend_shows_them_to_the_model(demo):
 
 def test_render_command_retrieves_from_the_given_library(demo, tmp_path, capsys):
     tpl = demo["template"]
-    build_library(tpl, demo["shapes"].space, np.arange(len(tpl.crops))).save(tmp_path / "library.npz")
+    build_library(tpl, demo["shapes"], np.arange(len(tpl.crops)), DATA).save(tmp_path / "library.npz")
     args = ["render", "--model", str(demo["model"]), "--template", str(demo["template_video"])]
     args += ["--audio", str(demo["audio"]), "--mouth", "retrieve", "--blend", "feather", "--backend", "torch"]
     assert hygie([*args, "--library", str(tmp_path / "library.npz"), "--out", str(tmp_path / "o.mp4")]) == 0
     assert sum(1 for _ in iter_frames(tmp_path / "o.mp4", 25)) == 75
     assert hygie([*args, "--library", str(tmp_path / "none.npz"), "--out", str(tmp_path / "p.mp4")]) == 2
     assert "none.npz" in capsys.readouterr().err and not (tmp_path / "p.mp4").exists()
+
+
+def test_the_library_alone_renders_the_fast_path(demo, tmp_path):
+    """Before the generator has trained, the library (real mouths, the shape model, how crops were made) renders."""
+    tpl = demo["template"]
+    build_library(tpl, demo["shapes"], np.arange(len(tpl.crops)), DATA).save(tmp_path / "library.npz")
+    fast = MouthModel(tmp_path / "library.npz")
+    assert fast.data == DATA and fast.shapes.space.k == demo["shapes"].space.k
+    mel = audio_features(demo["audio"], fast.data)
+    lib = MouthLibrary.load(tmp_path / "library.npz")
+    frames = list(render_frames(fast, tpl, demo["template_video"], mel, mouth="retrieve", library=lib))
+    assert len(frames) == mel.n_frames
+    with pytest.raises(HygieError, match="draws no mouths"):
+        next(render_frames(fast, tpl, demo["template_video"], mel, mouth="generate"))

@@ -1,5 +1,9 @@
 import json
+import os
+import subprocess
+import sys
 from dataclasses import replace
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -16,7 +20,18 @@ from hygie_lib.landmarks import INNER_LIPS
 from hygie_lib.metrics import psnr, ssim
 from hygie_lib.shape import MOUTH, ShapeSpace
 from hygie_lib.split import CLIP, audio_span, pick_references, reference_gap, time_split
-from hygie_lib.train import TrainConfig, fit, temporal_l1, weighted_l1
+from hygie_lib.syncnet import SyncExpert, SyncNet
+from hygie_lib.train import (
+    VAL_FRAMES,
+    TrainConfig,
+    _patience_spent,
+    fit,
+    temporal_l1,
+    validation_starts,
+    weighted_l1,
+)
+
+ROOT = Path(__file__).resolve().parents[1]
 
 
 def test_time_split_blocks_gap_and_missing_faces():
@@ -155,10 +170,15 @@ class FakeLive:
         self.steps += 1
 
 
-def run_fit(clip, out, epochs, resume=False, seed=0, live=None, cond="audio", w_gan=0.0):
+ROUND = 20  # steps between validations in these tests (about one pass over the tiny clip)
+
+
+def run_fit(clip, out, rounds, resume=False, seed=0, live=None, cond="audio", w_gan=0.0, patience=0, sync="none.pt"):
     cfg = TrainConfig(
         mel_win=8,
-        epochs=epochs,
+        steps=rounds * ROUND,
+        eval_every=ROUND,
+        patience=patience,
         batch_size=8,
         lr=3e-3,
         w_in=8.0,
@@ -166,8 +186,9 @@ def run_fit(clip, out, epochs, resume=False, seed=0, live=None, cond="audio", w_
         w_ssim=0.0,
         w_sync=0.0,
         w_gan=w_gan,
-        gan_warmup=1,
+        gan_warmup=ROUND,
         augment=True,
+        precision="fp32",
         train_split=0.75,
         seed=seed,
     )
@@ -176,7 +197,7 @@ def run_fit(clip, out, epochs, resume=False, seed=0, live=None, cond="audio", w_
         clip / "crops.npz",
         clip / "mel.npz",
         clip / "shape.npz",
-        clip / "no_sync.pt",  # not read: w_sync is off
+        clip / sync,  # read only with patience (or w_sync)
         model_kwargs={"widths": [8, 16, 16], "emb": 16, "reference": True, "cond": cond},
         cfg=cfg,
         models_dir=out,
@@ -205,7 +226,7 @@ class FakeLiveKilledAt(FakeLive):
 
 @pytest.mark.parametrize("cond", ["audio", "shape"])
 def test_fit_learns_and_checkpoints(tiny_clip, tmp_path, cond):
-    summary, live = run_fit(tiny_clip, tmp_path, epochs=3, cond=cond)
+    summary, live = run_fit(tiny_clip, tmp_path, rounds=3, cond=cond)
     losses = [v for _, name, v in live.metrics if name == "val/loss"]
     assert len(losses) == 3 and losses[-1] < losses[0]
     ssims = [v for _, name, v in live.metrics if name == "val/ssim_mouth"]
@@ -215,41 +236,44 @@ def test_fit_learns_and_checkpoints(tiny_clip, tmp_path, cond):
     ckpt = load_checkpoint(tmp_path / "best.pt")
     data = ckpt.data
     assert (data.img_size, data.mel_win, data.n_mels, data.ema_alpha) == (32, 8, 16, 0.7)  # from the prepared files
-    assert ckpt.train["epoch"] == int(np.argmin(losses)) + 1
+    assert ckpt.train["step"] == (int(np.argmin(losses)) + 1) * ROUND
     assert ckpt.shapes.space.k == 4  # the shape model travels with the weights
     assert not list((tmp_path / "resume").glob("*.pt"))  # a finished run leaves nothing to resume
     json.dumps(summary)  # plain numbers, ready for dvclive's summary
 
 
 def test_an_adversary_joins_after_its_warm_up(tiny_clip, tmp_path):
-    summary, live = run_fit(tiny_clip, tmp_path, epochs=3, cond="shape", w_gan=0.1)
+    summary, live = run_fit(tiny_clip, tmp_path, rounds=3, cond="shape", w_gan=0.1)
     critic = [(step, v) for step, name, v in live.metrics if name == "train/critic_loss"]
-    assert [step for step, _ in critic] == [1, 2]  # not during the warm-up epoch
+    assert [step for step, _ in critic] == [1, 2]  # not during the warm-up round
     assert all(0.0 < v < 4.0 for _, v in critic)  # a hinge loss, trained: neither 0 nor exploding
-    assert load_checkpoint(tmp_path / "best.pt").train["epoch"] >= 2  # only epochs with the adversary can be best
+    assert (
+        load_checkpoint(tmp_path / "best.pt").train["step"] >= 2 * ROUND
+    )  # only rounds with the adversary can be best
 
 
 @pytest.mark.parametrize("w_gan", [0.0, 0.1], ids=["reconstruction", "with an adversary"])
 def test_a_killed_run_resumes_as_if_never_stopped(tiny_clip, tmp_path, w_gan):
-    _, whole = run_fit(tiny_clip, tmp_path / "whole", epochs=4, w_gan=w_gan)
+    _, whole = run_fit(tiny_clip, tmp_path / "whole", rounds=4, w_gan=w_gan)
     with pytest.raises(Killed):
-        run_fit(tiny_clip, tmp_path / "cut", epochs=4, live=FakeLiveKilledAt(2), w_gan=w_gan)
+        run_fit(tiny_clip, tmp_path / "cut", rounds=4, live=FakeLiveKilledAt(2), w_gan=w_gan)
     (tmp_path / "cut" / "best.pt").unlink()  # what DVC does to an output before it reruns a stage
-    _, resumed = run_fit(tiny_clip, tmp_path / "cut", epochs=4, resume=True, w_gan=w_gan)
-    quality = lambda m: [(s, name, v) for s, name, v in m if name != "train/samples_per_s"]  # noqa: E731
-    assert quality(resumed.metrics) == quality(whole.metrics)  # the same curve, its first epochs re-logged
+    _, resumed = run_fit(tiny_clip, tmp_path / "cut", rounds=4, resume=True, w_gan=w_gan)
+    timing = ("train/samples_per_s", "train/minutes")
+    quality = lambda m: [(s, name, v) for s, name, v in m if name not in timing]  # noqa: E731
+    assert quality(resumed.metrics) == quality(whole.metrics)  # the same curve, its first rounds re-logged
     assert (tmp_path / "cut" / "best.pt").read_bytes() == (tmp_path / "whole" / "best.pt").read_bytes()
 
 
 def test_resume_keeps_the_best_checkpoint_and_refuses_other_settings(tiny_clip, tmp_path):
     with pytest.raises(HygieError, match=r"resume: there is no interrupted run to resume"):
-        run_fit(tiny_clip, tmp_path, epochs=2, resume=True)
+        run_fit(tiny_clip, tmp_path, rounds=2, resume=True)
     with pytest.raises(Killed):
-        run_fit(tiny_clip, tmp_path, epochs=4, live=FakeLiveKilledAt(2))
+        run_fit(tiny_clip, tmp_path, rounds=4, live=FakeLiveKilledAt(2))
     best = (tmp_path / "best.pt").read_bytes()
     (tmp_path / "best.pt").unlink()  # what DVC does to an output before it reruns a stage
     with pytest.raises(HygieError, match=r"had other settings \(seed 0 -> 1\).*train.resume=false"):
-        run_fit(tiny_clip, tmp_path, epochs=4, resume=True, seed=1)
+        run_fit(tiny_clip, tmp_path, rounds=4, resume=True, seed=1)
     small = tmp_path / "small"  # the data changed under the run: crops of another size
     small.mkdir()
     c = Crops.load(tiny_clip / "crops.npz")
@@ -259,15 +283,15 @@ def test_resume_keeps_the_best_checkpoint_and_refuses_other_settings(tiny_clip, 
     for name in ("mel.npz", "shape.npz"):
         (small / name).write_bytes((tiny_clip / name).read_bytes())
     with pytest.raises(HygieError, match=r"img_size 32 -> 16"):
-        run_fit(small, tmp_path, epochs=4, resume=True)
-    run_fit(tiny_clip, tmp_path, epochs=2, resume=True)  # no epoch left to train, so none can improve on the best
+        run_fit(small, tmp_path, rounds=4, resume=True)
+    run_fit(tiny_clip, tmp_path, rounds=2, resume=True)  # no step left to train, so none can improve on the best
     assert (tmp_path / "best.pt").read_bytes() == best
 
 
 def test_fit_is_deterministic_with_a_seed(tiny_clip, tmp_path):
-    a = run_fit(tiny_clip, tmp_path / "a", epochs=1)[1].metrics
-    b = run_fit(tiny_clip, tmp_path / "b", epochs=1)[1].metrics
-    c = run_fit(tiny_clip, tmp_path / "c", epochs=1, seed=1)[1].metrics
+    a = run_fit(tiny_clip, tmp_path / "a", rounds=1)[1].metrics
+    b = run_fit(tiny_clip, tmp_path / "b", rounds=1)[1].metrics
+    c = run_fit(tiny_clip, tmp_path / "c", rounds=1, seed=1)[1].metrics
     losses = lambda m: [v for _, name, v in m if name.endswith("loss")]  # noqa: E731
     assert losses(a) == losses(b) and losses(a) != losses(c)
 
@@ -281,3 +305,58 @@ def test_corrupt_or_missing_checkpoint(tmp_path):
     torch.save({"weights": torch.zeros(3)}, tmp_path / "other.pt")  # a PyTorch file of something else
     with pytest.raises(HygieError, match=r"other\.pt: a PyTorch file, but not a HygieSync model.*Retrain"):
         load_checkpoint(tmp_path / "other.pt")
+
+
+def _save_untrained_expert(clip) -> None:
+    """An untrained sync expert that hears the tiny clip's mel: it scores, so validation can report a sync figure."""
+    mel = Mel.load(clip / "mel.npz")
+    hears = {"sr": mel.sr, "n_fft": mel.n_fft, "n_mels": mel.n_mels, "per_frame": mel.per_frame, "fps": mel.fps}
+    torch.manual_seed(0)
+    SyncExpert(SyncNet().requires_grad_(False), hears, 1.3).save(clip / "sync.pt")
+
+
+def test_validation_reports_sync_and_patience_stops_the_run(tiny_clip, tmp_path):
+    _save_untrained_expert(tiny_clip)
+    summary, live = run_fit(tiny_clip, tmp_path, rounds=8, patience=1, sync="sync.pt")
+    sync = [v for _, name, v in live.metrics if name == "val/sync_confidence"]
+    assert sync and all(np.isfinite(sync))
+    # it ran until one validation failed to beat the best before it, and not a round longer
+    stop = next((i for i in range(1, len(sync)) if sync[i] <= max(sync[:i])), len(sync) - 1)
+    assert len(sync) == stop + 1 and summary["steps"] == len(sync) * ROUND
+    assert _patience_spent([{"val/sync_confidence": v} for v in (0.1, 0.3, 0.2, 0.25)], 2)
+    assert not _patience_spent([{"val/sync_confidence": v} for v in (0.1, 0.3, 0.2, 0.35)], 2)
+    assert not _patience_spent([{"val/sync_confidence": v} for v in (0.3, 0.2, 0.1)], 0)  # 0: never stop
+
+
+def test_validation_judges_a_whole_stretch_of_video():
+    val = np.r_[100:140, 150:900]  # a missing face at 140..149
+    starts = validation_starts(val)
+    assert starts[0] == 100 and np.all(np.diff(starts) >= CLIP) and starts.max() < 100 + VAL_FRAMES
+    assert set(range(100, 140)) <= set((starts[:, None] + np.arange(CLIP)).ravel())  # every frame of the stretch
+
+
+DDP_SCRIPT = """
+import json, sys
+sys.path[:0] = [{tests!r}, {root!r}]
+from pathlib import Path
+from test_train import FakeLive, run_fit
+summary, live = run_fit(Path({clip!r}), Path(sys.argv[1]), rounds=3)
+if live.metrics:
+    Path(sys.argv[1], "curve.json").write_text(json.dumps(live.metrics))
+"""
+
+
+def test_two_torchrun_processes_follow_the_curve_of_one(tiny_clip, tmp_path):
+    """DistributedDataParallel on CPU (gloo): 2 processes with 4 clips each take the steps of 1 with 8."""
+    script = tmp_path / "fit.py"
+    script.write_text(DDP_SCRIPT.format(tests=str(Path(__file__).parent), root=str(ROOT), clip=str(tiny_clip)))
+    env = {k: v for k, v in os.environ.items() if k not in ("RANK", "WORLD_SIZE", "LOCAL_RANK")}
+    subprocess.run([sys.executable, script, tmp_path / "one"], check=True, env=env, capture_output=True)
+    torchrun = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", "2"]
+    subprocess.run([*torchrun, script, tmp_path / "two"], check=True, env=env, capture_output=True)
+    one, two = (json.loads((tmp_path / run / "curve.json").read_text()) for run in ("one", "two"))
+    curve = lambda m: [(s, name, v) for s, name, v in m if name.endswith("loss") or "_mouth" in name]  # noqa: E731
+    assert [(s, name) for s, name, _ in curve(one)] == [(s, name) for s, name, _ in curve(two)]
+    np.testing.assert_allclose([v for *_, v in curve(two)], [v for *_, v in curve(one)], rtol=2e-3)
+    assert not (tmp_path / "two" / "resume").exists() or not list((tmp_path / "two" / "resume").iterdir())
+    assert load_checkpoint(tmp_path / "two" / "best.pt").train["step"] > 0

@@ -1,0 +1,184 @@
+"""Quality versus training time: what a user has after N minutes of training on a 5-minute recording.
+
+The demo speaker made --seconds long (default 300), prepared as the pipeline prepares it (params.yaml's settings,
+crop side --size). Then, on a clock that counts training alone (preparing, rendering and judging are not counted):
+  fast path   train_shape (audio -> mouth shape) and build_library, then the new audio rendered with real mouths
+              of the recording (render.mouth retrieve): usable seconds after the data is prepared;
+  generator   the train stage's fit with params.yaml's train settings (--steps to change the budget), its best
+              checkpoint rendered (render.mouth generate) and judged at the first validation past each of --minutes.
+Each row: the rendered video's mouth aperture against the synthetic speaker's ground truth (render_truth_corr, the
+demo target is >= 0.95) and the sync expert's confidence in it. Rows print as they come, and go to --out/table.csv.
+Usage: python benchmarks/quality_time.py [--seconds 300] [--size 160] [--steps 8000] [--minutes 5 10 20 30 60]
+       [--eval-every 100] [--out /tmp/quality_time]
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+import time
+from pathlib import Path
+
+import pandas as pd
+import yaml
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
+
+from hygie_lib.audio import Mel, load_audio  # noqa: E402
+from hygie_lib.audio2shape import learn_shapes  # noqa: E402
+from hygie_lib.checkpoint import DataInfo  # noqa: E402
+from hygie_lib.crops import build_crops  # noqa: E402
+from hygie_lib.evaluate import evaluate_render  # noqa: E402
+from hygie_lib.inference import MouthModel  # noqa: E402
+from hygie_lib.landmarks import detect_video  # noqa: E402
+from hygie_lib.render import render  # noqa: E402
+from hygie_lib.retrieve import build_library  # noqa: E402
+from hygie_lib.split import time_split  # noqa: E402
+from hygie_lib.syncnet import learn_sync  # noqa: E402
+from hygie_lib.synth import make_demo_data  # noqa: E402
+from hygie_lib.train import NoLive, TrainConfig, fit  # noqa: E402
+
+
+class Enough(Exception):
+    """Raised by the checkpoint hook once the last checkpoint is judged: training need not go on."""
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--seconds", type=float, default=300.0, help="length of the recording")
+    ap.add_argument("--size", type=int, help="crop side (default: params.yaml's build_crops.IMG_SIZE)")
+    ap.add_argument("--steps", type=int, help="training budget (default: params.yaml's train.steps)")
+    ap.add_argument("--minutes", type=float, nargs="+", default=[5, 10, 20, 30, 60])
+    ap.add_argument("--eval-every", type=int, default=100, help="steps between validations (checkpoint resolution)")
+    ap.add_argument("--out", type=Path, default=Path("/tmp/quality_time"))
+    args = ap.parse_args()
+    p = yaml.safe_load((ROOT / "params.yaml").read_text())
+    c, m, t, s = p["build_crops"], p["compute_mel"], p["train"], p["train_shape"]
+    size, fps, sr = args.size or c["IMG_SIZE"], float(p["video"]["fps"]), p["extract_audio"]["SR"]
+    args.out.mkdir(parents=True, exist_ok=True)
+
+    t0 = time.perf_counter()
+    raw = make_demo_data(args.out / "raw", train_seconds=args.seconds, audio_seconds=20.0, progress=False)
+    truth = pd.read_parquet(raw["truth"])
+    truth = truth[truth["clip"] == "new_audio"].sort_values("frame")["openness"].to_numpy()
+    made = time.perf_counter()
+    landmarks = detect_video(raw["train_video"], fps, progress=False)
+    crops = build_crops(raw["train_video"], landmarks, fps, size=size, pad=c["MOUTH_PAD"], alpha=c["EMA_ALPHA"])
+    mel_of = lambda path: Mel.of(  # noqa: E731
+        load_audio(path, sr), sr, fps=fps, n_mels=m["N_MELS"], per_frame=m["MEL_PER_FRAME"], n_fft=m["N_FFT"]
+    )
+    mel, new_mel = mel_of(raw["train_video"]), mel_of(raw["new_audio"])
+    template = build_crops(
+        raw["template"],
+        detect_video(raw["template"], fps, progress=False),
+        fps,
+        size=size,
+        pad=c["MOUTH_PAD"],
+        alpha=c["EMA_ALPHA"],
+        progress=False,
+    )
+    print(
+        f"{args.seconds:.0f} s recording at {size} px: made in {made - t0:.0f} s, prepared in "
+        f"{time.perf_counter() - made:.0f} s (not counted below)\n"
+    )
+    rows: list[dict] = []
+
+    def judge(what: str, minutes: float, model: MouthModel, mouth: str, library=None) -> None:
+        video = args.out / f"{what.replace(' ', '_')}.mp4"
+        render(
+            model,
+            template,
+            raw["template"],
+            new_mel,
+            raw["new_audio"],
+            video,
+            mouth=mouth,
+            library=library,
+            progress=False,
+        )
+        verdict = evaluate_render(video, fps, truth=truth, expert=expert, mel=new_mel)
+        rows.append({"what": what, "training_minutes": round(minutes, 2), **verdict})
+        print(
+            f"{what:<28}{minutes:>9.2f} min  render_truth_corr {verdict['render_truth_corr']:.3f}  "
+            f"sync confidence {verdict['render_sync_confidence']:.3f}",
+            flush=True,
+        )
+        pd.DataFrame(rows).to_csv(args.out / "table.csv", index=False)
+
+    clock = time.perf_counter()  # the fast path: shapes and the library
+    shapes, _ = learn_shapes(
+        crops.landmarks,
+        crops.face,
+        mel.mel,
+        mel.per_frame,
+        train_split=t["TRAIN_SPLIT"],
+        components=s["components"],
+        half=s["window"],
+        smooth=s["smooth"],
+        av_offset=s["av_offset"],
+    )
+    frames = time_split(crops.face, train_split=t["TRAIN_SPLIT"], gap=0).train_frames
+    library = build_library(crops, shapes, frames, DataInfo.of(crops, mel, mel_win=0))
+    fast_minutes = (time.perf_counter() - clock) / 60
+    clock = time.perf_counter()
+    expert, _ = learn_sync(crops, mel, shapes, train_split=t["TRAIN_SPLIT"], steps=p["train_sync"]["steps"])
+    print(f"sync expert (the judge, and the generator's early stopping): {time.perf_counter() - clock:.0f} s")
+    judge("fast path (retrieve)", fast_minutes, MouthModel.from_library(library), "retrieve", library)
+
+    for obj, name in ((crops, "crops.npz"), (mel, "mel.npz"), (shapes, "shape.npz"), (expert, "sync.pt")):
+        obj.save(args.out / name)
+    cfg = TrainConfig(
+        mel_win=t["MEL_WIN"],
+        steps=args.steps or t["steps"],
+        eval_every=args.eval_every,
+        patience=t["patience"],
+        batch_size=t["batch_size"],
+        lr=t["lr"],
+        w_in=t["w_in"],
+        w_temporal=t["w_temporal"],
+        w_ssim=t["w_ssim"],
+        w_sync=t["w_sync"],
+        w_gan=t["w_gan"],
+        gan_warmup=t["gan_warmup"],
+        augment=t["augment"],
+        precision=t["precision"],
+        train_split=t["TRAIN_SPLIT"],
+        seed=t["seed"],
+    )
+    due = sorted(args.minutes)
+
+    def checkpoint(step: int, seconds: float) -> None:
+        if due and seconds / 60 >= due[0]:
+            while due and seconds / 60 >= due[0]:
+                due.pop(0)
+            judge(f"generator, step {step}", seconds / 60, MouthModel(args.out / "best.pt"), "generate")
+            if not due:
+                raise Enough
+
+    model = {"widths": t["widths"], "emb": t["emb"], "reference": t["reference"], "cond": t["cond"]}
+    try:
+        summary = fit(
+            args.out / "crops.npz",
+            args.out / "mel.npz",
+            args.out / "shape.npz",
+            args.out / "sync.pt",
+            model_kwargs=model,
+            cfg=cfg,
+            models_dir=args.out,
+            live=NoLive(),
+            on_validation=checkpoint,
+        )
+        judge(
+            f"generator, done ({summary['steps']} steps)",
+            summary["minutes"],
+            MouthModel(args.out / "best.pt"),
+            "generate",
+        )
+    except Enough:
+        pass
+    print("\n" + pd.DataFrame(rows).to_string(index=False))
+
+
+if __name__ == "__main__":
+    main()
