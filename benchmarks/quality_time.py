@@ -5,7 +5,8 @@ crop side --size). Then, on a clock that counts training alone (preparing, rende
   fast path   train_shape (audio -> mouth shape) and build_library, then the new audio rendered with real mouths
               of the recording (render.mouth retrieve): usable seconds after the data is prepared;
   generator   the train stage's fit with params.yaml's train settings (--steps to change the budget), its best
-              checkpoint rendered (render.mouth generate) and judged at the first validation past each of --minutes.
+              checkpoint rendered (render.mouth generate) and judged at the first validation past each of --minutes
+              (validating every --eval-every steps; train.patience scaled to stop after as many steps).
 Each row: the rendered video's mouth aperture against the synthetic speaker's ground truth (render_truth_corr, the
 demo target is >= 0.95) and the sync expert's confidence in it. Rows print as they come, and go to --out/table.csv.
 Usage: python benchmarks/quality_time.py [--seconds 300] [--size 160] [--steps 8000] [--minutes 5 10 20 30 60]
@@ -132,7 +133,7 @@ def main() -> None:
         mel_win=t["MEL_WIN"],
         steps=args.steps or t["steps"],
         eval_every=args.eval_every,
-        patience=t["patience"],
+        patience=t["patience"] * t["eval_every"] // args.eval_every,  # the default patience, counted in steps
         batch_size=t["batch_size"],
         lr=t["lr"],
         w_in=t["w_in"],

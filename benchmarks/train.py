@@ -5,7 +5,7 @@ depend on content), the demo face's real landmarks (a shape-conditioned model dr
 CPU-side assembly of batches alone (indexing, drawing shapes, references, augmentation): on a GPU, training
 cannot go faster than that, so it bounds the expected GPU time.
 Usage: python benchmarks/train.py [--sizes 96 128] [--steps 8] [--device cpu] [--cond shape|audio] [--w-sync 0.3]
-       [--w-gan 0.1] [--precision auto|bf16|fp32]
+       [--w-gan 0.1] [--precision auto|bf16|fp32] [--compile]
 """
 
 from __future__ import annotations
@@ -69,6 +69,7 @@ def main() -> None:
     ap.add_argument("--w-sync", type=float, help="sync loss weight (default: params.yaml's)")
     ap.add_argument("--w-gan", type=float, help="adversarial loss weight (default: params.yaml's)")
     ap.add_argument("--precision", choices=PRECISIONS, help="training precision (default: params.yaml's)")
+    ap.add_argument("--compile", action="store_true", help="torch.compile the model (compiled in the warm-up steps)")
     args = ap.parse_args()
     p = yaml.safe_load((ROOT / "params.yaml").read_text())
     t, m = p["train"], p["compute_mel"]
@@ -126,12 +127,13 @@ def main() -> None:
             cond=cond,
         ).to(device)
         opt = torch.optim.AdamW(model.parameters(), lr=cfg.lr)
+        trained = torch.compile(model) if args.compile else model
         for i in range(2 + args.steps):  # 2 warm-up steps, then timed ones
             if i == 2:
                 _sync(device)
                 t0 = time.perf_counter()
             starts = rng.integers(0, n - clip, cfg.batch_size)
-            train_step(model, data.batch(starts, rng, augment=cfg.augment), opt, cfg, device, critics)
+            train_step(trained, data.batch(starts, rng, augment=cfg.augment), opt, cfg, device, critics)
         _sync(device)
         train_sps = args.steps * cfg.batch_size / (time.perf_counter() - t0)
 

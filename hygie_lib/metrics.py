@@ -15,7 +15,15 @@ TEETH_VALUE, TEETH_SATURATION = 140, 90  # a pixel is "teeth" when bright (HSV V
 
 
 def ssim(pred: torch.Tensor, target: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
-    """Mean SSIM inside the mask (11x11 Gaussian window, sigma 1.5, reflected borders) of images [..., 3, S, S]."""
+    """Mean SSIM inside the mask (11x11 Gaussian window, sigma 1.5, reflected borders) of images [..., 3, S, S].
+
+    Always in fp32, autocast or not: in bf16 the variances (differences of near-equal blurs) go negative."""
+    with torch.autocast(pred.device.type, enabled=False):
+        return _ssim(pred.float(), target.float(), mask)
+
+
+def _ssim(pred: torch.Tensor, target: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
+    """`ssim` itself, in the inputs' precision."""
     x, y = pred.reshape(-1, *pred.shape[-3:]), target.reshape(-1, *target.shape[-3:])  # [N, 3, S, S]
     g = torch.exp(-((torch.arange(11, dtype=x.dtype, device=x.device) - 5) ** 2) / (2 * 1.5**2))
     kernel = (torch.outer(g, g) / g.sum() ** 2).expand(3, 1, 11, 11)

@@ -114,6 +114,10 @@ def render_frames(
     """
     model.check_crops(template, template_video)
     check_choice("render.mouth", mouth, MOUTHS)
+    if model.backend == "library" and mouth != "retrieve":
+        raise HygieError(
+            f"a mouth library draws no mouths, so render.mouth {mouth} needs models/best.pt: use retrieve."
+        )
     n_out, n_template = mel.n_frames, len(template.crops)
     refs = reference_indices(template.face)
     seconds = defaultdict(float) if seconds is None else seconds

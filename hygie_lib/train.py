@@ -8,9 +8,11 @@ import json
 import math
 import os
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from dataclasses import asdict, dataclass, replace
 from pathlib import Path
+from queue import Queue
+from threading import Thread
 
 import numpy as np
 import torch
@@ -175,6 +177,39 @@ def train_step(
     return loss.item()
 
 
+def _batches(
+    data: MouthBatches, starts: np.ndarray, cfg: TrainConfig, rng: np.random.Generator, n: int, *, ahead: int
+) -> Iterator[dict[str, torch.Tensor]]:
+    """`n` random training batches. With `ahead` > 0 (on a GPU, where assembling them on the CPU would be the
+    bottleneck) a background thread assembles them that many in advance, in pinned memory; the batches, and `rng`
+    afterwards, are the same either way."""
+
+    def make() -> dict[str, torch.Tensor]:
+        return data.batch(rng.choice(starts, cfg.batch_size, replace=False), rng, augment=cfg.augment)
+
+    if not ahead:
+        yield from (make() for _ in range(n))
+        return
+    queue: Queue = Queue(maxsize=ahead)
+
+    def work() -> None:
+        try:
+            for _ in range(n):
+                b = make()
+                queue.put({k: v.pin_memory() for k, v in b.items()} if torch.cuda.is_available() else b)
+        except Exception as e:  # noqa: BLE001 - raised again in the training thread
+            queue.put(e)
+
+    worker = Thread(target=work, daemon=True)
+    worker.start()
+    for _ in range(n):
+        b = queue.get()
+        if isinstance(b, Exception):
+            raise b
+        yield b
+    worker.join()
+
+
 def _share(b: dict[str, torch.Tensor], workers: Workers) -> dict[str, torch.Tensor]:
     """This process's equal share of a batch that every process assembled alike."""
     n = len(b["target"]) // workers.world
@@ -209,9 +244,9 @@ def train_round(
         leave=False,
         disable=workers.rank > 0,
     )
-    for s in bar:
+    batches = _batches(data, starts, cfg, rng, n_steps, ahead=4 if device.type == "cuda" else 0)
+    for s, b in zip(bar, batches):
         critics.adversarial = bool(cfg.w_gan) and s >= cfg.gan_warmup
-        b = data.batch(rng.choice(starts, cfg.batch_size, replace=False), rng, augment=cfg.augment)
         total += train_step(model, _share(b, workers), opt, cfg, device, critics)
         sched.step()
         bar.set_postfix(loss=f"{total / (s - step + 1):.4f}")

@@ -145,7 +145,7 @@ TINY = {
 
 def git_commit(repo: Path, message: str) -> None:
     sh("git", "add", "-A", cwd=repo)
-    sh("git", "-c", "user.name=t", "-c", "user.email=t@t", "commit", "-qm", message, cwd=repo)
+    sh("git", "-c", "user.name=t", "-c", "user.email=t@t", "commit", "--allow-empty", "-qm", message, cwd=repo)
 
 
 @pytest.fixture(scope="module")
@@ -312,3 +312,41 @@ def test_resume_after_a_kill_under_dvc_exp_run(repo):
     assert list(logged["step"]) == list(range(40))  # one run's curve, nothing of the run in between
     np.testing.assert_allclose(logged["loss"][: len(killed["history"])], [row["val/loss"] for row in killed["history"]])
     assert (repo / "models" / "best.pt").is_file() and not list(repo.glob("models/resume/*.pt"))
+
+
+def test_remote_cache_on_s3_push_then_pull_into_a_fresh_clone(repo, tmp_path, monkeypatch):
+    """Another machine gets the same models and renders from an S3-compatible remote (a local moto server)."""
+    import socket
+
+    import boto3
+    from moto.server import ThreadedMotoServer
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    server = ThreadedMotoServer(ip_address="127.0.0.1", port=port, verbose=False)
+    server.start()
+    try:
+        for key, value in {
+            "AWS_ACCESS_KEY_ID": "test",
+            "AWS_SECRET_ACCESS_KEY": "test",
+            "AWS_DEFAULT_REGION": "us-east-1",
+        }.items():
+            monkeypatch.setenv(key, value)
+        endpoint = f"http://127.0.0.1:{port}"
+        s3 = boto3.client("s3", endpoint_url=endpoint)
+        s3.create_bucket(Bucket="hygie")
+        git_commit(repo, "what gets pushed")
+        clone = tmp_path / "clone"
+        sh("git", "clone", "-q", str(repo), str(clone), cwd=tmp_path)
+        for where in (repo, clone):
+            dvc("remote", "add", "--local", "-f", "s3", "s3://hygie/cache", cwd=where)
+            dvc("remote", "modify", "--local", "s3", "endpointurl", endpoint, cwd=where)
+        dvc("push", "-r", "s3", cwd=repo)
+        assert s3.list_objects_v2(Bucket="hygie", Prefix="cache/")["KeyCount"] > 10
+        dvc("pull", "-r", "s3", cwd=clone)
+        for path in ("models/best.pt", "models/library.npz", "data/rendered/new_audio.mp4", "data/raw/train_video.mp4"):
+            assert (clone / path).read_bytes() == (repo / path).read_bytes(), path
+        assert "up to date" in dvc("status", cwd=clone).stdout  # nothing to recompute on the other machine
+    finally:
+        server.stop()

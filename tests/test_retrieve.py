@@ -94,5 +94,5 @@ def test_the_library_alone_renders_the_fast_path(demo, tmp_path):
     lib = MouthLibrary.load(tmp_path / "library.npz")
     frames = list(render_frames(fast, tpl, demo["template_video"], mel, mouth="retrieve", library=lib))
     assert len(frames) == mel.n_frames
-    with pytest.raises(HygieError, match="draws no mouths"):
+    with pytest.raises(HygieError, match="draws no mouths, so render.mouth generate needs models/best.pt"):
         next(render_frames(fast, tpl, demo["template_video"], mel, mouth="generate"))

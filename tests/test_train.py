@@ -24,6 +24,7 @@ from hygie_lib.syncnet import SyncExpert, SyncNet
 from hygie_lib.train import (
     VAL_FRAMES,
     TrainConfig,
+    _batches,
     _patience_spent,
     fit,
     temporal_l1,
@@ -360,3 +361,39 @@ def test_two_torchrun_processes_follow_the_curve_of_one(tiny_clip, tmp_path):
     np.testing.assert_allclose([v for *_, v in curve(two)], [v for *_, v in curve(one)], rtol=2e-3)
     assert not (tmp_path / "two" / "resume").exists() or not list((tmp_path / "two" / "resume").iterdir())
     assert load_checkpoint(tmp_path / "two" / "best.pt").train["step"] > 0
+
+
+def test_batches_assembled_ahead_are_the_batches_assembled_in_line(tiny_clip):
+    """The GPU path's background assembly changes nothing: the same batches, and the same random state after."""
+    crops, mel = Crops.load(tiny_clip / "crops.npz"), Mel.load(tiny_clip / "mel.npz")
+    data = MouthBatches(
+        crops,
+        mel,
+        ShapeModel.load(tiny_clip / "shape.npz"),
+        cond="shape",
+        mel_win=8,
+        ref_pool=np.arange(200),
+        ref_gap=5,
+    )
+    config = TrainConfig(8, 6, 3, 0, 4, 1e-3, 8.0, 1.0, 0.0, 0.0, 0.0, 0, True, "fp32", 0.75, 0)
+    runs = []
+    for ahead in (0, 2):
+        rng = np.random.default_rng(7)
+        runs.append((list(_batches(data, np.arange(150), config, rng, 5, ahead=ahead)), rng.random()))
+    (inline, after_inline), (early, after_early) = runs
+    assert len(inline) == len(early) == 5 and after_inline == after_early
+    for a, b in zip(inline, early):
+        assert a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a)
+
+
+def test_ssim_is_computed_in_fp32_under_bf16_autocast():
+    """In bf16 the local variances of SSIM go negative and the loss turned -inf on real faces; it must not."""
+    gen = torch.Generator().manual_seed(0)
+    img = torch.rand(4, 3, 64, 64, generator=gen)
+    noisy = (img + 0.02 * torch.randn(img.shape, generator=gen)).clamp(0, 1)
+    mask = torch.zeros(64, 64)
+    mask[16:48, 8:56] = 1
+    exact = ssim(noisy, img, mask)
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        under = ssim(noisy, img, mask)
+    assert under.dtype == torch.float32 and float(under) == pytest.approx(float(exact), abs=1e-6)
