@@ -129,24 +129,8 @@ def main() -> None:
 
     for obj, name in ((crops, "crops.npz"), (mel, "mel.npz"), (shapes, "shape.npz"), (expert, "sync.pt")):
         obj.save(args.out / name)
-    cfg = TrainConfig(
-        mel_win=t["MEL_WIN"],
-        steps=args.steps or t["steps"],
-        eval_every=args.eval_every,
-        patience=t["patience"] * t["eval_every"] // args.eval_every,  # the default patience, counted in steps
-        batch_size=t["batch_size"],
-        lr=t["lr"],
-        w_in=t["w_in"],
-        w_temporal=t["w_temporal"],
-        w_ssim=t["w_ssim"],
-        w_sync=t["w_sync"],
-        w_gan=t["w_gan"],
-        gan_warmup=t["gan_warmup"],
-        augment=t["augment"],
-        precision=t["precision"],
-        train_split=t["TRAIN_SPLIT"],
-        seed=t["seed"],
-    )
+    budget = {"steps": args.steps or t["steps"], "eval_every": args.eval_every}
+    cfg = TrainConfig.of({**t, **budget, "patience": t["patience"] * t["eval_every"] // args.eval_every})  # in steps
     due = sorted(args.minutes)
 
     def checkpoint(step: int, seconds: float) -> None:

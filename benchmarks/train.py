@@ -78,23 +78,9 @@ def main() -> None:
     w_gan = t["w_gan"] if args.w_gan is None else args.w_gan
     device = torch.device(args.device)
     torch.set_num_threads(os.cpu_count() or 1)
-    cfg = TrainConfig(
-        mel_win=t["MEL_WIN"],
-        steps=1,
-        eval_every=1,
-        patience=0,
-        batch_size=t["batch_size"],
-        lr=t["lr"],
-        w_in=t["w_in"],
-        w_temporal=t["w_temporal"],
-        w_ssim=t["w_ssim"],
-        w_sync=w_sync,
-        w_gan=w_gan,
-        gan_warmup=0,
-        augment=t["augment"],
-        precision=args.precision or t["precision"],
-        train_split=t["TRAIN_SPLIT"],
-        seed=0,
+    one_step = {"steps": 1, "eval_every": 1, "patience": 0, "gan_warmup": 0, "seed": 0}
+    cfg = TrainConfig.of(
+        {**t, **one_step, "w_sync": w_sync, "w_gan": w_gan, "precision": args.precision or t["precision"]}
     )
     clip = SYNC_FRAMES if w_sync else CLIP
     hears = {"sr": 16000, "n_fft": 512, "n_mels": m["N_MELS"], "per_frame": 4, "fps": 25.0}

@@ -9,7 +9,7 @@ import math
 import os
 import time
 from collections.abc import Callable, Iterator
-from dataclasses import asdict, dataclass, replace
+from dataclasses import asdict, dataclass, fields, replace
 from pathlib import Path
 from queue import Queue
 from threading import Thread
@@ -50,8 +50,14 @@ class TrainConfig:
     gan_warmup: int  # steps of reconstruction alone before the adversary joins
     augment: bool
     precision: str  # auto (bf16 autocast where the hardware has it), bf16 or fp32 (hygie_lib.device.PRECISIONS)
-    train_split: float
+    train_split: float  # TRAIN_SPLIT
     seed: int
+
+    @classmethod
+    def of(cls, train: dict) -> TrainConfig:
+        """From params.yaml's `train` section (keys in capitals keep the seed's names; the model's keys are ignored)."""
+        names = {"mel_win": "MEL_WIN", "train_split": "TRAIN_SPLIT"}
+        return cls(**{f.name: train[names.get(f.name, f.name)] for f in fields(cls)})
 
 
 def weighted_l1(pred: torch.Tensor, target: torch.Tensor, mask: torch.Tensor, w_in: float) -> torch.Tensor:

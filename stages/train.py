@@ -27,24 +27,7 @@ def main() -> None:
     check_choice("params.yaml train.precision", p.precision, PRECISIONS)
     from dvclive import Live
 
-    cfg = TrainConfig(
-        mel_win=p.MEL_WIN,
-        steps=p.steps,
-        eval_every=p.eval_every,
-        patience=p.patience,
-        batch_size=p.batch_size,
-        lr=p.lr,
-        w_in=p.w_in,
-        w_temporal=p.w_temporal,
-        w_ssim=p.w_ssim,
-        w_sync=p.w_sync,
-        w_gan=p.w_gan,
-        gan_warmup=p.gan_warmup,
-        augment=p.augment,
-        precision=p.precision,
-        train_split=p.TRAIN_SPLIT,
-        seed=p.seed,
-    )
+    cfg = TrainConfig.of(vars(p))
     model = {"widths": p.widths, "emb": p.emb, "reference": p.reference, "cond": p.cond}
     first = os.environ.get("RANK", "0") == "0"  # under torchrun, the first process alone logs
     logger = Live(args.live_dir, dvcyaml=None, save_dvc_exp=False) if first else nullcontext(NoLive())
