@@ -19,7 +19,7 @@ $(STAMP): pyproject.toml
 
 # The demo trains a small model (64 px crops, 1200 steps: about 5 minutes on 2 CPU cores) as a DVC experiment named
 # "demo". params.yaml is put back as it was afterwards, so the next `dvc repro` trains the real-user settings
-# (160 px, 8000 steps); `dvc exp show` lists the demo run. See README, "Figures".
+# (160 px, 5000 steps); `dvc exp show` lists the demo run. See README, "Figures".
 DEMO_PARAMS := -S build_crops.IMG_SIZE=64 -S train.steps=1200 -S train.eval_every=150 -S train.lr=0.002
 SAVED_PARAMS := $(VENV)/params.before-demo.yaml
 

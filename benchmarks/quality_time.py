@@ -9,7 +9,7 @@ crop side --size). Then, on a clock that counts training alone (preparing, rende
               (validating every --eval-every steps; train.patience scaled to stop after as many steps).
 Each row: the rendered video's mouth aperture against the synthetic speaker's ground truth (render_truth_corr, the
 demo target is >= 0.95) and the sync expert's confidence in it. Rows print as they come, and go to --out/table.csv.
-Usage: python benchmarks/quality_time.py [--seconds 300] [--size 160] [--steps 8000] [--minutes 5 10 20 30 60]
+Usage: python benchmarks/quality_time.py [--seconds 300] [--size 160] [--steps 5000] [--minutes 5 10 20 30 60]
        [--eval-every 100] [--out /tmp/quality_time]
 """
 
