@@ -6,9 +6,13 @@ expert), train (the generator) on the first TRAIN_SPLIT of the clip, and evaluat
 mode; writes each one's contact sheet and side-by-side video into --out (--reuse: cross checks of the models
 already trained there). On 2 cores at 160 px: about 18 minutes for obama_20s (25 with the GAN) and 8 for each
 8 s clip, plus 1 per extra mode.
-Usage: python benchmarks/real_speakers.py [--clips obama_20s ...] [--steps 1000] [--size 160] [--cond shape]
-       [--w-sync 0] [--w-gan 0] [--mouths generate retrieve blend] [--blend poisson] [--reuse]
-       [--out /tmp/real_speakers]
+Quality versus time (--minutes): the fast path (the shape model and the library, render.mouth retrieve) first, then
+the generator's best checkpoint at the first validation past each of --minutes of training (validating every
+--eval-every steps), each cross-checked; the minutes column then counts training alone, as benchmarks/quality_time.py
+does for the demo speaker, e.g. --clips obama_20s --steps 5000 --eval-every 100 --minutes 5 10 20.
+Usage: python benchmarks/real_speakers.py [--clips obama_20s ...] [--steps 1000] [--eval-every N] [--size 160]
+       [--cond shape] [--w-sync 0] [--w-gan 0] [--mouths generate retrieve blend] [--blend poisson] [--reuse]
+       [--minutes 5 10 20] [--out /tmp/real_speakers]
 """
 
 from __future__ import annotations
@@ -27,11 +31,13 @@ sys.path.insert(0, str(ROOT))
 from hygie_lib.audio import Mel, load_audio  # noqa: E402
 from hygie_lib.audio2shape import learn_shapes  # noqa: E402
 from hygie_lib.blend import BLENDS  # noqa: E402
+from hygie_lib.checkpoint import DataInfo  # noqa: E402
 from hygie_lib.crops import build_crops  # noqa: E402
-from hygie_lib.evaluate import cross_check, heldout_split  # noqa: E402
+from hygie_lib.evaluate import cross_check  # noqa: E402
 from hygie_lib.inference import MouthModel  # noqa: E402
 from hygie_lib.landmarks import detect_video  # noqa: E402
 from hygie_lib.retrieve import build_library  # noqa: E402
+from hygie_lib.split import heldout_gap, time_split  # noqa: E402
 from hygie_lib.syncnet import learn_sync  # noqa: E402
 from hygie_lib.train import NoLive, TrainConfig, fit  # noqa: E402
 
@@ -54,8 +60,12 @@ COLUMNS = [
 ]
 
 
+class Enough(Exception):
+    """Raised by the checkpoint hook once the last of --minutes is judged: training need not go on."""
+
+
 def run_clip(name: str, args: argparse.Namespace) -> dict:
-    """One clip through prepare, train_shape, train_sync, train and the cross check; its metrics."""
+    """One clip through prepare, train_shape, train_sync, train and the cross check; its metrics by row."""
     video, work = REAL / f"{name}.mp4", args.out / name
     work.mkdir(parents=True, exist_ok=True)
     t0 = time.perf_counter()
@@ -63,16 +73,21 @@ def run_clip(name: str, args: argparse.Namespace) -> dict:
     crops = build_crops(video, landmarks, 25.0, size=args.size, pad=1.3, alpha=0.7, progress=False)
     audio = load_audio(video, 16000)
     mel = Mel.of(audio, 16000, fps=25.0, n_mels=80, per_frame=4, n_fft=512)
+    clock = time.perf_counter()  # the fast path: the shape model and the library (with the generator's split)
     shapes, shape_metrics = learn_shapes(
         crops.landmarks, crops.face, mel.mel, 4, train_split=args.split, components=8, half=2, smooth=1.0
     )
+    data = DataInfo.of(crops, mel, mel_win=16)
+    split = time_split(crops.face, train_split=args.split, gap=heldout_gap(16, 4, shapes.offset))
+    library = build_library(crops, shapes, split.train_frames, data)
+    fast_minutes = (time.perf_counter() - clock) / 60
     expert, _ = learn_sync(crops, mel, shapes, train_split=args.split, steps=400)
     for obj, file in ((crops, "crops.npz"), (mel, "mel.npz"), (shapes, "shape.npz"), (expert, "sync.pt")):
         obj.save(work / file)
     cfg = TrainConfig(
         mel_win=16,
         steps=args.steps,
-        eval_every=args.steps // 10,
+        eval_every=args.eval_every or args.steps // 10,
         patience=0,
         batch_size=16,
         lr=0.002,
@@ -88,29 +103,17 @@ def run_clip(name: str, args: argparse.Namespace) -> dict:
         seed=0,
     )
     model_kwargs = {"widths": [16, 32, 64, 128], "emb": 128, "reference": True, "cond": args.cond}
-    if not (args.reuse and (work / "best.pt").is_file()):
-        fit(
-            work / "crops.npz",
-            work / "mel.npz",
-            work / "shape.npz",
-            work / "sync.pt",
-            model_kwargs=model_kwargs,
-            cfg=cfg,
-            models_dir=work,
-            live=NoLive(),
-        )
-    model = MouthModel(work / "best.pt")
-    split = heldout_split(model, crops, args.split)
-    library = build_library(crops, shapes, split.train_frames, model.data)
     rows = {}
-    for mouth in args.mouths:
+
+    def judge(row: str, model: MouthModel, mouth: str, minutes: float) -> None:
+        tag = f"{mouth}_{args.blend}" if row == mouth else f"{row.replace(' ', '_')}_{mouth}_{args.blend}"
         metrics, table, sheet = cross_check(
             video,
             model,
             crops,
             mel,
             audio,
-            work / f"cross_check_{mouth}_{args.blend}.mp4",
+            work / f"cross_check_{tag}.mp4",
             train_split=args.split,
             blend=args.blend,
             shift=25,
@@ -119,12 +122,42 @@ def run_clip(name: str, args: argparse.Namespace) -> dict:
             library=library,
             progress=False,
         )
-        cv2.imwrite(str(work / f"cross_check_{mouth}_{args.blend}.png"), sheet[..., ::-1])
-        table.to_csv(work / f"cross_{mouth}_{args.blend}.csv", index=False)
+        cv2.imwrite(str(work / f"cross_check_{tag}.png"), sheet[..., ::-1])
+        table.to_csv(work / f"cross_{tag}.csv", index=False)
         metrics.update({k: shape_metrics[k] for k in ("av_offset", "av_offset_confidence", "aperture_corr")})
-        metrics["minutes"] = round((time.perf_counter() - t0) / 60, 1)
-        rows[mouth] = metrics
-    (work / "metrics.json").write_text(json.dumps(rows, indent=2))
+        rows[row] = {**metrics, "minutes": round(minutes, 1)}
+        (work / "metrics.json").write_text(json.dumps(rows, indent=2))
+
+    due = sorted(args.minutes or [])
+    if due:
+        judge("fast path", MouthModel.from_library(library), "retrieve", fast_minutes)
+
+    def checkpoint(step: int, seconds: float) -> None:
+        if due and seconds / 60 >= due[0]:
+            while due and seconds / 60 >= due[0]:
+                due.pop(0)
+            judge(f"step {step}", MouthModel(work / "best.pt"), args.mouths[0], seconds / 60)
+            if not due:
+                raise Enough
+
+    if not (args.reuse and (work / "best.pt").is_file()):
+        try:
+            fit(
+                work / "crops.npz",
+                work / "mel.npz",
+                work / "shape.npz",
+                work / "sync.pt",
+                model_kwargs=model_kwargs,
+                cfg=cfg,
+                models_dir=work,
+                live=NoLive(),
+                on_validation=checkpoint if args.minutes else None,
+            )
+        except Enough:
+            return rows
+    model = MouthModel(work / "best.pt")
+    for mouth in args.mouths:
+        judge(mouth, model, mouth, (time.perf_counter() - t0) / 60)
     return rows
 
 
@@ -132,6 +165,8 @@ def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--clips", nargs="+", default=CLIPS)
     ap.add_argument("--steps", type=int, default=1000, help="training steps (about 40 passes over obama_20s)")
+    ap.add_argument("--eval-every", type=int, help="steps between validations (default: a tenth of --steps)")
+    ap.add_argument("--minutes", type=float, nargs="+", help="quality versus time: cross-check at these minutes")
     ap.add_argument("--size", type=int, default=160)
     ap.add_argument("--cond", default="shape", choices=["shape", "audio"])
     ap.add_argument("--w-sync", type=float, default=0.0)
@@ -157,8 +192,8 @@ def main() -> None:
     )
     print(f"{'clip, render.mouth':<28}" + "".join(f"{c:>22}" for c in COLUMNS) + f"{'minutes':>9}")
     for name in args.clips:
-        for mouth, m in run_clip(name, args).items():
-            row = f"{name}, {mouth}"
+        for what, m in run_clip(name, args).items():
+            row = f"{name}, {what}"
             print(f"{row:<28}" + "".join(f"{m.get(c, float('nan')):>22}" for c in COLUMNS) + f"{m['minutes']:>9}")
 
 
