@@ -42,6 +42,7 @@ from hygie_lib.syncnet import learn_sync  # noqa: E402
 from hygie_lib.train import NoLive, TrainConfig, fit  # noqa: E402
 
 REAL = ROOT.parent / "shared" / "data" / "real"
+MEL_WIN = 16  # the generator's mel window (train.MEL_WIN), which also sets the held-out block's gap
 CLIPS = ["obama_20s", "hdtf_katiehill_8s", "hdtf_radio2_8s", "hdtf_radio34_8s", "hdtf_menendez_8s"]
 COLUMNS = [
     "av_offset",
@@ -77,15 +78,15 @@ def run_clip(name: str, args: argparse.Namespace) -> dict:
     shapes, shape_metrics = learn_shapes(
         crops.landmarks, crops.face, mel.mel, 4, train_split=args.split, components=8, half=2, smooth=1.0
     )
-    data = DataInfo.of(crops, mel, mel_win=16)
-    split = time_split(crops.face, train_split=args.split, gap=heldout_gap(16, 4, shapes.offset))
+    data = DataInfo.of(crops, mel, mel_win=MEL_WIN)
+    split = time_split(crops.face, train_split=args.split, gap=heldout_gap(MEL_WIN, mel.per_frame, shapes.offset))
     library = build_library(crops, shapes, split.train_frames, data)
     fast_minutes = (time.perf_counter() - clock) / 60
     expert, _ = learn_sync(crops, mel, shapes, train_split=args.split, steps=400)
     for obj, file in ((crops, "crops.npz"), (mel, "mel.npz"), (shapes, "shape.npz"), (expert, "sync.pt")):
         obj.save(work / file)
     cfg = TrainConfig(
-        mel_win=16,
+        mel_win=MEL_WIN,
         steps=args.steps,
         eval_every=args.eval_every or args.steps // 10,
         patience=0,
