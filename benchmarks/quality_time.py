@@ -26,6 +26,8 @@ import yaml
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
+from wallclock import AtMinutes, Enough  # noqa: E402
+
 from hygie_lib.audio import Mel, load_audio  # noqa: E402
 from hygie_lib.audio2shape import learn_shapes  # noqa: E402
 from hygie_lib.checkpoint import DataInfo  # noqa: E402
@@ -39,10 +41,6 @@ from hygie_lib.split import time_split  # noqa: E402
 from hygie_lib.syncnet import learn_sync  # noqa: E402
 from hygie_lib.synth import make_demo_data  # noqa: E402
 from hygie_lib.train import NoLive, TrainConfig, fit  # noqa: E402
-
-
-class Enough(Exception):
-    """Raised by the checkpoint hook once the last checkpoint is judged: training need not go on."""
 
 
 def main() -> None:
@@ -131,15 +129,10 @@ def main() -> None:
         obj.save(args.out / name)
     budget = {"steps": args.steps or t["steps"], "eval_every": args.eval_every}
     cfg = TrainConfig.of({**t, **budget, "patience": t["patience"] * t["eval_every"] // args.eval_every})  # in steps
-    due = sorted(args.minutes)
-
-    def checkpoint(step: int, seconds: float) -> None:
-        if due and seconds / 60 >= due[0]:
-            while due and seconds / 60 >= due[0]:
-                due.pop(0)
-            judge(f"generator, step {step}", seconds / 60, MouthModel(args.out / "best.pt"), "generate")
-            if not due:
-                raise Enough
+    checkpoint = AtMinutes(
+        args.minutes,
+        lambda step, minutes: judge(f"generator, step {step}", minutes, MouthModel(args.out / "best.pt"), "generate"),
+    )
 
     model = {"widths": t["widths"], "emb": t["emb"], "reference": t["reference"], "cond": t["cond"]}
     try:

@@ -24,9 +24,12 @@ import time
 from pathlib import Path
 
 import cv2
+import yaml
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
+
+from wallclock import AtMinutes, Enough  # noqa: E402
 
 from hygie_lib.audio import Mel, load_audio  # noqa: E402
 from hygie_lib.audio2shape import learn_shapes  # noqa: E402
@@ -61,10 +64,6 @@ COLUMNS = [
 ]
 
 
-class Enough(Exception):
-    """Raised by the checkpoint hook once the last of --minutes is judged: training need not go on."""
-
-
 def run_clip(name: str, args: argparse.Namespace) -> dict:
     """One clip through prepare, train_shape, train_sync, train and the cross check; its metrics by row."""
     video, work = REAL / f"{name}.mp4", args.out / name
@@ -85,25 +84,11 @@ def run_clip(name: str, args: argparse.Namespace) -> dict:
     expert, _ = learn_sync(crops, mel, shapes, train_split=args.split, steps=400)
     for obj, file in ((crops, "crops.npz"), (mel, "mel.npz"), (shapes, "shape.npz"), (expert, "sync.pt")):
         obj.save(work / file)
-    cfg = TrainConfig(
-        mel_win=MEL_WIN,
-        steps=args.steps,
-        eval_every=args.eval_every or args.steps // 10,
-        patience=0,
-        batch_size=16,
-        lr=0.002,
-        w_in=8.0,
-        w_temporal=1.0,
-        w_ssim=0.5,
-        w_sync=args.w_sync,
-        w_gan=args.w_gan,
-        gan_warmup=args.gan_warmup,
-        augment=True,
-        precision="auto",
-        train_split=args.split,
-        seed=0,
-    )
-    model_kwargs = {"widths": [16, 32, 64, 128], "emb": 128, "reference": True, "cond": args.cond}
+    train = yaml.safe_load((ROOT / "params.yaml").read_text())["train"]
+    overrides = {"w_sync": args.w_sync, "w_gan": args.w_gan, "gan_warmup": args.gan_warmup, "TRAIN_SPLIT": args.split}
+    budget = {"steps": args.steps, "eval_every": args.eval_every or args.steps // 10, "patience": 0}
+    cfg = TrainConfig.of({**train, **overrides, **budget, "MEL_WIN": MEL_WIN, "lr": 0.002})  # 2x lr: short clips
+    model_kwargs = {"widths": train["widths"], "emb": train["emb"], "reference": train["reference"], "cond": args.cond}
     rows = {}
 
     def judge(row: str, model: MouthModel, mouth: str, minutes: float) -> None:
@@ -129,17 +114,12 @@ def run_clip(name: str, args: argparse.Namespace) -> dict:
         rows[row] = {**metrics, "minutes": round(minutes, 1)}
         (work / "metrics.json").write_text(json.dumps(rows, indent=2))
 
-    due = sorted(args.minutes or [])
-    if due:
+    if args.minutes:
         judge("fast path", MouthModel.from_library(library), "retrieve", fast_minutes)
-
-    def checkpoint(step: int, seconds: float) -> None:
-        if due and seconds / 60 >= due[0]:
-            while due and seconds / 60 >= due[0]:
-                due.pop(0)
-            judge(f"step {step}", MouthModel(work / "best.pt"), args.mouths[0], seconds / 60)
-            if not due:
-                raise Enough
+    checkpoint = AtMinutes(
+        args.minutes or [],
+        lambda step, minutes: judge(f"step {step}", MouthModel(work / "best.pt"), args.mouths[0], minutes),
+    )
 
     if not (args.reuse and (work / "best.pt").is_file()):
         try:
@@ -152,7 +132,7 @@ def run_clip(name: str, args: argparse.Namespace) -> dict:
                 cfg=cfg,
                 models_dir=work,
                 live=NoLive(),
-                on_validation=checkpoint if args.minutes else None,
+                on_validation=checkpoint,
             )
         except Enough:
             return rows
