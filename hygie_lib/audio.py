@@ -78,26 +78,71 @@ def log_mel(
 
     Column `t * per_frame` is centred exactly on video frame t (time t / fps), for any fps: window centres are
     rounded to the nearest sample rather than stepping by a rounded hop, so the alignment never drifts.
-    `n_frames` defaults to the video frames the audio covers (ceil(duration * fps)).
+    `n_frames` defaults to the video frames the audio covers (ceil(duration * fps)). It is `MelStream` fed the whole
+    audio at once, so a stream gives the same columns.
     """
     if y.size < n_fft:
         raise HygieError(
             f"audio of {y.size / sr * 1000:.0f} ms is shorter than one analysis window ({n_fft / sr * 1000:.0f} ms)."
         )
-    if n_frames is None:
-        n_frames = int(np.ceil(len(y) / sr * fps - 1e-6))
-    n_cols = n_frames * per_frame
-    centres = np.round(np.arange(n_cols) * sr / (fps * per_frame)).astype(np.int64)
-    padded = np.pad(y.astype(np.float32), (n_fft // 2, n_fft // 2 + max(0, centres[-1] + 1 - len(y))))
-    window = np.hanning(n_fft + 1)[:-1].astype(np.float32)  # periodic Hann
-    fbank = librosa.filters.mel(sr=sr, n_fft=n_fft, n_mels=n_mels).astype(np.float32)  # [n_mels, n_fft//2+1]
-    out = np.empty((n_mels, n_cols), np.float32)
-    offsets = np.arange(n_fft)
-    for c0 in range(0, n_cols, 4096):  # chunks keep memory flat for long recordings
-        frames = padded[centres[c0 : c0 + 4096, None] + offsets] * window  # [chunk, n_fft]
-        power = np.abs(np.fft.rfft(frames, axis=1)) ** 2
-        out[:, c0 : c0 + len(frames)] = np.log(np.maximum(fbank @ power.T, LOG_FLOOR))
-    return out
+    stream = MelStream(sr, fps=fps, n_mels=n_mels, per_frame=per_frame, n_fft=n_fft)
+    return np.hstack([stream.push(y), stream.flush(n_frames)])
+
+
+class MelStream:
+    """`log_mel` for audio arriving in chunks of any size: each column as soon as the samples it hears have arrived
+    (half an STFT window after its centre), the same numbers whatever the chunking (every column on its own)."""
+
+    def __init__(self, sr: int, *, fps: float, n_mels: int, per_frame: int, n_fft: int) -> None:
+        self.sr, self.rate, self.n_fft = sr, fps * per_frame, n_fft
+        self.per_frame, self.fps = per_frame, fps
+        self.window = np.hanning(n_fft + 1)[:-1].astype(np.float32)  # periodic Hann
+        self.fbank = librosa.filters.mel(sr=sr, n_fft=n_fft, n_mels=n_mels).astype(np.float32)  # [n_mels, n_fft//2+1]
+        self.buf = np.zeros(n_fft // 2, np.float32)  # samples from `first` on; the zeros before the audio's start
+        self.first = -(n_fft // 2)
+        self.heard = 0  # samples pushed
+        self.cols = 0  # columns made
+
+    def centre(self, c: np.ndarray | int) -> np.ndarray:
+        """Sample index at the centre of column(s) c."""
+        return np.round(np.asarray(c) * self.sr / self.rate).astype(np.int64)
+
+    def push(self, y: np.ndarray) -> np.ndarray:
+        """The columns [n_mels, new] that the samples so far complete."""
+        self.buf = np.concatenate([self.buf, np.asarray(y, np.float32).reshape(-1)])
+        self.heard += len(y)
+        # column c is complete once centre(c) + n_fft / 2 samples have arrived
+        ready = int(np.ceil((self.heard - self.n_fft // 2 + 0.5) * self.rate / self.sr))
+        while self.centre(ready) + self.n_fft // 2 > self.heard:
+            ready -= 1
+        return self._columns(max(ready + 1, self.cols))
+
+    def flush(self, n_frames: int | None = None) -> np.ndarray:
+        """The last columns, up to `n_frames` video frames (default: those the audio covers), zeros after its end."""
+        if n_frames is None:
+            n_frames = int(np.ceil(self.heard / self.sr * self.fps - 1e-6))
+        end = n_frames * self.per_frame
+        if end > self.cols:
+            pad = max(0, int(self.centre(end - 1)) + self.n_fft // 2 - (self.first + len(self.buf)))
+            self.buf = np.concatenate([self.buf, np.zeros(pad, np.float32)])
+        return self._columns(end)
+
+    def _columns(self, end: int) -> np.ndarray:
+        """Columns self.cols..end-1 from the buffer; drops the samples no later column needs."""
+        out = np.empty((self.fbank.shape[0], max(0, end - self.cols)), np.float32)
+        offsets = np.arange(self.n_fft) - self.n_fft // 2 - self.first
+        for c0 in range(self.cols, end, 1024):  # chunks keep memory flat for long recordings
+            frames = self.buf[self.centre(np.arange(c0, min(end, c0 + 1024)))[:, None] + offsets] * self.window
+            power = np.abs(np.fft.rfft(frames, axis=1)) ** 2  # [chunk, n_fft // 2 + 1]
+            # einsum, not BLAS: each column summed the same way however many are computed together
+            out[:, c0 - self.cols : c0 - self.cols + len(frames)] = np.log(
+                np.maximum(np.einsum("mf,cf->mc", self.fbank, power), LOG_FLOOR)
+            )
+        self.cols = max(self.cols, end)
+        keep = int(self.centre(self.cols)) - self.n_fft // 2  # the next column's first sample
+        if keep > self.first:
+            self.buf, self.first = self.buf[keep - self.first :], keep
+        return out
 
 
 def mel_windows(mel: np.ndarray, frames: np.ndarray, *, per_frame: int, win: int) -> np.ndarray:
@@ -105,6 +150,39 @@ def mel_windows(mel: np.ndarray, frames: np.ndarray, *, per_frame: int, win: int
     start = np.asarray(frames) * per_frame - win // 2
     idx = np.clip(start[..., None] + np.arange(win), 0, mel.shape[1] - 1)  # [..., win]
     return np.moveaxis(mel[:, idx], 0, -2)
+
+
+class MelWindowStream:
+    """`mel_windows` for mel columns arriving in chunks: each frame's window once its last column has arrived."""
+
+    def __init__(self, per_frame: int, win: int) -> None:
+        self.per_frame, self.win = per_frame, win
+        self.cols: np.ndarray | None = None  # the columns kept, from column `base` on
+        self.base = self.done = 0  # first column kept; frames whose window is out
+
+    def push(self, mel: np.ndarray) -> np.ndarray:
+        """Windows [new, n_mels, win] of the frames these columns complete."""
+        self.cols = mel if self.cols is None else np.hstack([self.cols, mel])
+        n = self.base + self.cols.shape[1]  # columns heard
+        return self._windows((n - (self.win - self.win // 2)) // self.per_frame + 1, n)
+
+    def flush(self) -> np.ndarray:
+        """The windows of the last frames, the audio's end now known (its last column repeated, as `mel_windows`)."""
+        n = self.base + (0 if self.cols is None else self.cols.shape[1])
+        return self._windows(n // self.per_frame, n)
+
+    def _windows(self, end: int, n: int) -> np.ndarray:
+        """Windows of frames done..end-1 over the `n` columns heard; drops the columns no later window needs."""
+        frames = np.arange(self.done, max(self.done, end))
+        if self.cols is None or not len(frames):
+            return np.zeros((0, 0 if self.cols is None else self.cols.shape[0], self.win), np.float32)
+        start = frames[:, None] * self.per_frame - self.win // 2 + np.arange(self.win)
+        out = np.moveaxis(self.cols[:, np.clip(start, 0, n - 1) - self.base], 0, -2)
+        self.done = int(frames[-1]) + 1
+        keep = max(0, self.done * self.per_frame - self.win // 2) - self.base
+        if keep > 0:
+            self.cols, self.base = self.cols[:, keep:], self.base + keep
+        return out
 
 
 def frame_energy(mel: np.ndarray, per_frame: int) -> np.ndarray:

@@ -18,7 +18,6 @@ import os
 from dataclasses import dataclass
 
 import numpy as np
-from scipy.ndimage import gaussian_filter1d
 
 from hygie_lib.audio import frame_energy
 from hygie_lib.io import HygieError, save_npz
@@ -28,7 +27,8 @@ BANDS = 40  # mel bands after pooling pairs of the 80: as good or better, with h
 MAX_OFFSET = 25  # frames searched either way for the recording's A/V offset (katiehill: 12)
 RIDGE = (0.1, 1.0, 10.0, 100.0, 1000.0)  # ridge strengths tried (per training frame, on standardised features)
 MAX_GAIN = 3.0  # the most a predicted shape coefficient's spread is stretched back towards the real one's
-SILENCE_DB = 30.0  # a frame more than this below the audio's loud level (95th percentile of frame energy) is silent
+SILENCE_DB = 30.0  # a frame more than this below the audio's loud level is silent
+LOUD_DECAY_DB = 0.12  # the loud level follows the audio's peaks, falling this much per frame (3 dB/s at 25 fps)
 SPEECH_HANGOVER = 2  # frames around speech still count as speech (the mouth opens before the sound and closes after)
 
 
@@ -47,12 +47,22 @@ def windowed(features: np.ndarray, frames: np.ndarray, *, half: int, offset: int
     return features[idx].reshape(len(idx), -1)
 
 
+def speech_frames(energy: np.ndarray, level: float = -np.inf) -> tuple[np.ndarray, float]:
+    """(Frames [n] bool that are louder than SILENCE_DB below the loud level, the level after them) for frame energies
+    (`frame_energy`). The loud level follows the peaks and falls LOUD_DECAY_DB per frame: causal, so a stream decides
+    as the whole audio would; `level` carries it over from the previous chunk."""
+    margin, decay = SILENCE_DB * np.log(10) / 10, LOUD_DECAY_DB * np.log(10) / 10
+    out = np.empty(len(energy), bool)
+    for i, e in enumerate(energy):
+        level = max(float(e), level - decay)
+        out[i] = e > level - margin
+    return out, level
+
+
 def silent_frames(mel: np.ndarray, per_frame: int) -> np.ndarray:
-    """Frames [n_frames] bool where the audio is silent: SILENCE_DB below its loud level, away from speech."""
-    energy = frame_energy(mel, per_frame)
-    speech = energy > np.percentile(energy, 95) - SILENCE_DB * np.log(10) / 10
-    k = 2 * SPEECH_HANGOVER + 1
-    return np.convolve(speech, np.ones(k), mode="same") == 0
+    """Frames [n_frames] bool where the audio is silent: no speech (`speech_frames`) within SPEECH_HANGOVER frames."""
+    speech, _ = speech_frames(frame_energy(mel, per_frame))
+    return np.convolve(speech, np.ones(2 * SPEECH_HANGOVER + 1), mode="same") == 0
 
 
 def _ridge(x: np.ndarray, y: np.ndarray, strength: float) -> np.ndarray:
@@ -93,13 +103,21 @@ class AudioToShape:
     smooth: float  # Gaussian smoothing of the predictions over time, sigma in frames (0 = none)
 
     def predict(self, mel: np.ndarray, per_frame: int, *, offset: int = 0) -> np.ndarray:
-        """Shape coefficients [n_frames, K] for every frame of `mel` [n_mels, C] (new audio: offset 0)."""
-        feats = (frame_features(mel, per_frame) - self.mean) / self.std
-        x = windowed(feats, np.arange(len(feats)), half=self.half, offset=offset)
-        out = x @ self.weights[:-1] + self.weights[-1]
-        silent = silent_frames(np.roll(mel, -offset * per_frame, axis=1), per_frame)
-        out[silent] = self.rest
-        return gaussian_filter1d(out, self.smooth, axis=0, mode="nearest") if self.smooth > 0 else out
+        """Shape coefficients [n_frames, K] for every frame of `mel` [n_mels, C] (new audio: offset 0): the
+        `ShapeStream` fed the whole mel, so a stream gives the same shapes."""
+        stream = ShapeStream(self, per_frame)
+        out = np.vstack([stream.push(mel), stream.flush()])
+        return out[np.clip(np.arange(len(out)) + offset, 0, len(out) - 1)]
+
+    @property
+    def radius(self) -> int:
+        """Frames either side that the temporal smoothing reaches (its Gaussian cut at two sigmas)."""
+        return int(np.ceil(2 * self.smooth))
+
+    @property
+    def lookahead(self) -> int:
+        """Frames of audio past a frame that its shape depends on: the window, the speech hangover, the smoothing."""
+        return max(self.half, SPEECH_HANGOVER) + self.radius
 
     @classmethod
     def untrained(cls, k: int, half: int = 2) -> AudioToShape:
@@ -183,6 +201,73 @@ def estimate_offset(
     best = max(scores, key=scores.get)
     confidence = scores[best] - float(np.median(list(scores.values())))
     return best, confidence, scores
+
+
+class ShapeStream:
+    """`AudioToShape.predict` for mel columns arriving in chunks: each frame's shape as soon as the audio
+    `lookahead` frames past it has arrived, the same numbers whatever the chunking (every frame computed on its own).
+    Only the frames still needed are kept: memory stays flat over a session of any length."""
+
+    def __init__(self, predictor: AudioToShape, per_frame: int) -> None:
+        self.p, self.per_frame = predictor, per_frame
+        r = predictor.radius
+        kernel = np.exp(-0.5 * (np.arange(-r, r + 1) / max(predictor.smooth, 1e-9)) ** 2)
+        self.kernel = kernel / kernel.sum()
+        self.cols: np.ndarray | None = None  # columns of a frame not yet complete
+        self.level = -np.inf  # the loud level (speech_frames)
+        self.base = 0  # frame index of the first row kept below
+        self.feats = np.zeros((0, len(predictor.mean)))  # standardised features of frames base..n-1
+        self.speech = np.zeros(0, bool)  # speech flags of frames base..n-1
+        self.gated = np.zeros((0, predictor.weights.shape[1]))  # shapes before smoothing, frames base..g-1
+        self.n = self.done = 0  # frames heard; frames whose shape is out
+
+    def push(self, mel: np.ndarray) -> np.ndarray:
+        """The shapes [new, K] of the frames these columns [n_mels, C] complete (lookahead frames behind)."""
+        cols = mel if self.cols is None else np.hstack([self.cols, mel])
+        n = cols.shape[1] // self.per_frame
+        frames, self.cols = cols[:, : n * self.per_frame], cols[:, n * self.per_frame :]
+        if n:
+            self.feats = np.vstack([self.feats, (frame_features(frames, self.per_frame) - self.p.mean) / self.p.std])
+            speech, self.level = speech_frames(frame_energy(frames, self.per_frame), self.level)
+            self.speech = np.concatenate([self.speech, speech])
+            self.n += n
+        return self._advance(final=False)
+
+    def flush(self) -> np.ndarray:
+        """The shapes of the last frames, the audio's end now known (edges held, as `windowed` and the smoothing do)."""
+        return self._advance(final=True)
+
+    def _advance(self, final: bool) -> np.ndarray:
+        """Gate and smooth every frame whose inputs are all known; return the newly finished shapes."""
+        p, n, b = self.p, self.n, self.base
+        g = b + len(self.gated)
+        gate_end = n if final else max(g, n - max(p.half, SPEECH_HANGOVER))
+        if gate_end > g:
+            t = np.arange(g, gate_end)
+            idx = np.clip(t[:, None] + np.arange(-p.half, p.half + 1), 0, n - 1) - b
+            x = self.feats[idx].reshape(len(t), -1)
+            raw = np.einsum("nd,dk->nk", x, p.weights[:-1]) + p.weights[-1]  # einsum: each row on its own
+            h = t[:, None] + np.arange(-SPEECH_HANGOVER, SPEECH_HANGOVER + 1)
+            heard = (h >= 0) & (h < n)
+            silent = ~(self.speech[np.clip(h, 0, n - 1) - b] & heard).any(1)
+            raw[silent] = p.rest
+            self.gated = np.vstack([self.gated, raw])
+        end = gate_end if final else max(self.done, gate_end - p.radius)
+        if end <= self.done:
+            return np.zeros((0, p.weights.shape[1]))
+        t = np.arange(self.done, end)
+        out = np.zeros((len(t), p.weights.shape[1]))
+        for j, w in zip(range(-p.radius, p.radius + 1), self.kernel):  # the same order for every frame
+            out += w * self.gated[np.clip(t + j, 0, gate_end - 1) - b]
+        self.done = end
+        keep = max(0, min(self.done - p.radius, self.done - max(p.half, SPEECH_HANGOVER)) - b)  # rows no frame needs
+        self.feats, self.speech, self.gated, self.base = (
+            self.feats[keep:],
+            self.speech[keep:],
+            self.gated[keep:],
+            b + keep,
+        )
+        return out
 
 
 @dataclass(frozen=True)

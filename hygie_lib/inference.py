@@ -18,8 +18,8 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from hygie_lib.audio import Mel, mel_windows
-from hygie_lib.audio2shape import ShapeModel
+from hygie_lib.audio import Mel, MelStream, MelWindowStream, mel_windows
+from hygie_lib.audio2shape import ShapeModel, ShapeStream
 from hygie_lib.checkpoint import DataInfo, load_checkpoint
 from hygie_lib.crops import Crops
 from hygie_lib.io import HygieError
@@ -204,6 +204,34 @@ class MouthModel:
         if self.cond == "shape":
             return HeardShapes(self.mouth_shapes(mel, offset=offset), self.shapes.space, self.data.img_size)
         return HeardAudio(mel.mel, mel.per_frame, self.data.mel_win, offset)
+
+    def mel_stream(self) -> MelStream:
+        """The log-mel of audio arriving in chunks, made as the model's training mel was."""
+        d = self.data
+        return MelStream(d.sr, fps=d.fps, n_mels=d.n_mels, per_frame=d.mel_per_frame, n_fft=d.n_fft)
+
+    def condition_stream(self) -> ShapeStream | MelWindowStream:
+        """What the model hears of audio arriving in chunks: mel columns in, one row per frame out (its mouth shape,
+        or its mel window), the same rows as `hear` gives for the whole audio."""
+        if self.cond == "shape":
+            return ShapeStream(self.shapes.predictor, self.data.mel_per_frame)
+        return MelWindowStream(self.data.mel_per_frame, self.data.mel_win)
+
+    def conditions(self, rows: np.ndarray, landmarks: np.ndarray, boxes: np.ndarray) -> np.ndarray:
+        """The model's condition input for rows of a `condition_stream`, drawn at the poses of `landmarks`/`boxes`."""
+        if self.cond == "shape":
+            return sketches(self.shapes.space, rows, landmarks, boxes, self.data.img_size)
+        return rows[:, None]
+
+    @property
+    def lookahead(self) -> float:
+        """Seconds of audio past a frame's time that its mouth depends on: the least latency of a live stream."""
+        d = self.data
+        if self.cond == "shape":  # the last column of the last frame the shape hears
+            cols = (self.shapes.predictor.lookahead + 1) * d.mel_per_frame - 1
+        else:  # the last column of the mel window
+            cols = d.mel_win - d.mel_win // 2 - 1
+        return cols / (d.fps * d.mel_per_frame) + d.n_fft // 2 / d.sr
 
     def generate(self, crops: np.ndarray, refs: np.ndarray | None, cond: np.ndarray) -> np.ndarray:
         """Crops [B, S, S, 3] uint8, reference crops (same, or None) and conditions (`conditions`) -> new crops."""

@@ -9,10 +9,11 @@ LOOP_JPEG, about a tenth of the raw size) so no frame is decoded twice and no ju
 from __future__ import annotations
 
 import os
+import sys
 import tempfile
 import time
 from collections import defaultdict
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from concurrent.futures import ThreadPoolExecutor
 from queue import Queue
 
@@ -21,7 +22,7 @@ import numpy as np
 from tqdm import tqdm
 
 from hygie_lib.audio import Mel, iter_audio, load_audio
-from hygie_lib.blend import paste_mouth
+from hygie_lib.blend import BLENDS, paste_mouth
 from hygie_lib.checkpoint import DataInfo
 from hygie_lib.crops import Crops
 from hygie_lib.inference import MouthModel
@@ -94,6 +95,85 @@ def check_audio(path: str | os.PathLike, sr: int = 16000) -> None:
         raise HygieError(f"{path}: the audio is silent (peak below {SILENCE}). Give a file with speech in it.")
 
 
+class Painter:
+    """The template played ping-pong with new mouths pasted in, a batch of output frames at a time: the one place
+    output frames are made, for `render` and for live sessions (hygie_lib.live).
+
+    `mouth` (MOUTHS): "generate" draws the mouth with the model; "retrieve" pastes the real mouth of the `library`
+    that `paint` is given for each frame; "blend" has the model draw it, shown that real mouth as its reference.
+    Frames without a face pass through untouched. `n_out`: the frames to make (None: as many as asked for). Seconds
+    spent per step are added to `seconds`.
+    """
+
+    def __init__(
+        self,
+        model: MouthModel,
+        template: Crops,
+        template_video: str | os.PathLike,
+        *,
+        blend: str = "poisson",
+        mouth: str = "generate",
+        library: MouthLibrary | None = None,
+        n_out: int | None = None,
+        seconds: dict[str, float] | None = None,
+    ) -> None:
+        model.check_crops(template, template_video)
+        check_choice("render.mouth", mouth, MOUTHS)
+        check_choice("render.blend", blend, tuple(BLENDS))
+        if model.backend == "library" and mouth != "retrieve":
+            raise HygieError(
+                f"a mouth library draws no mouths, so render.mouth {mouth} needs models/best.pt: use retrieve."
+            )
+        if mouth != "generate" and library is None:
+            raise HygieError(f"render.mouth {mouth}: retrieve and blend need a mouth library, models/library.npz.")
+        self.model, self.template, self.blend, self.mouth, self.library = model, template, blend, mouth, library
+        self.refs = reference_indices(template.face)
+        n = len(template.crops)
+        self.frames = pingpong_frames(template_video, template.fps, n, sys.maxsize if n_out is None else n_out)
+        self.k = 0  # the next output frame
+        self.seconds = defaultdict(float) if seconds is None else seconds
+
+    def paint(
+        self,
+        n: int,
+        conditions: Callable[[np.ndarray, np.ndarray, np.ndarray], np.ndarray] | None,
+        picks: np.ndarray | None = None,
+    ) -> list[np.ndarray]:
+        """The next `n` output RGB frames. `conditions(output frames, landmarks, boxes)`: the model's condition input
+        for those with a face (unused by retrieve); `picks` [n]: each frame's library mouth (retrieve, blend)."""
+        seconds, template, model = self.seconds, self.template, self.model
+        ks = np.arange(self.k, self.k + n)
+        self.k += n
+        t = time.perf_counter()
+        chunk = [next(self.frames) for _ in ks]
+        idx = np.array([i for i, _ in chunk], np.int64)
+        seconds["decode"] += _lap(t)
+        t = time.perf_counter()
+        face = template.face[idx]
+        f, kf = idx[face], ks[face]  # template frames with a face, and the output frames they make
+        crops = template.crops[f]  # [F, S, S, 3]
+        if self.mouth != "generate":  # the library's real mouths: pasted (retrieve) or shown as the reference (blend)
+            ref = self.library.crops[picks[face]]
+        else:
+            ref = template.crops[self.refs[f]] if model.reference else None
+        seconds["crops"] += _lap(t)
+        t = time.perf_counter()
+        cond = conditions(kf, template.landmarks[f], template.boxes[f]) if self.mouth != "retrieve" else None
+        seconds["cond"] += _lap(t)
+        t = time.perf_counter()
+        if len(f):
+            mouths = ref if self.mouth == "retrieve" else model.generate(crops, ref, cond)
+        seconds["model"] += _lap(t)
+        out = []
+        for j, (i, frame) in zip(np.cumsum(face) - 1, chunk):
+            t = time.perf_counter()
+            if template.face[i]:
+                frame = paste_mouth(frame, mouths[j], template.boxes[i], model.mask, mode=self.blend)
+            seconds["blend"] += _lap(t)
+            out.append(frame)
+        return out
+
+
 def render_frames(
     model: MouthModel,
     template: Crops,
@@ -106,61 +186,25 @@ def render_frames(
     library: MouthLibrary | None = None,
     seconds: dict[str, float] | None = None,
 ) -> Iterator[np.ndarray]:
-    """Output RGB frames, one per video frame of `mel`: template frames with the mouth drawn from the audio.
-
-    `mouth` (MOUTHS): "generate" draws it with the model; "retrieve" pastes the real mouth of the `library` whose
-    shape is nearest the audio's, picked along a smooth path; "blend" has the model draw it, shown that real mouth
-    as its reference. Frames without a face pass through untouched. Seconds spent per step are added to `seconds`.
-    """
-    model.check_crops(template, template_video)
-    check_choice("render.mouth", mouth, MOUTHS)
-    if model.backend == "library" and mouth != "retrieve":
-        raise HygieError(
-            f"a mouth library draws no mouths, so render.mouth {mouth} needs models/best.pt: use retrieve."
-        )
-    n_out, n_template = mel.n_frames, len(template.crops)
-    refs = reference_indices(template.face)
-    seconds = defaultdict(float) if seconds is None else seconds
+    """Output RGB frames, one per video frame of `mel`: template frames with the mouth drawn from the audio (a
+    `Painter` fed what the model hears of the whole audio; see there for `mouth`, `library`, `seconds`)."""
+    painter = Painter(
+        model, template, template_video, blend=blend, mouth=mouth, library=library, n_out=mel.n_frames, seconds=seconds
+    )
     t = time.perf_counter()
     # the whole audio at once: a shape model smooths its mouth shapes over time; retrieve draws nothing
     heard = model.hear(mel) if mouth != "retrieve" else None
     picks = None if mouth == "generate" else _retrieve(model, mel, library)
-    seconds["cond"] += _lap(t)
-    frames = pingpong_frames(template_video, template.fps, n_template, n_out)
-    for k0 in range(0, n_out, batch):
-        ks = np.arange(k0, min(n_out, k0 + batch))
-        t = time.perf_counter()
-        chunk = [next(frames) for _ in ks]
-        idx = np.array([i for i, _ in chunk])
-        seconds["decode"] += _lap(t)
-        t = time.perf_counter()
-        face = template.face[idx]
-        f, kf = idx[face], ks[face]  # template frames with a face, and the output frames they make
-        crops = template.crops[f]  # [F, S, S, 3]
-        if picks is not None:  # the library's real mouths: pasted (retrieve) or shown as the reference (blend)
-            ref = library.crops[picks[kf]]
-        else:
-            ref = template.crops[refs[f]] if model.reference else None
-        seconds["crops"] += _lap(t)
-        t = time.perf_counter()
-        cond = heard.conditions(kf, template.landmarks[f], template.boxes[f]) if heard is not None else None
-        seconds["cond"] += _lap(t)
-        t = time.perf_counter()
-        if len(f):
-            mouths = ref if mouth == "retrieve" else model.generate(crops, ref, cond)
-        seconds["model"] += _lap(t)
-        for j, (i, frame) in zip(np.cumsum(face) - 1, chunk):
-            t = time.perf_counter()
-            if template.face[i]:
-                frame = paste_mouth(frame, mouths[j], template.boxes[i], model.mask, mode=blend)
-            seconds["blend"] += _lap(t)
-            yield frame
+    painter.seconds["cond"] += _lap(t)
+    for k0 in range(0, mel.n_frames, batch):
+        n = min(batch, mel.n_frames - k0)
+        yield from painter.paint(
+            n, None if heard is None else heard.conditions, None if picks is None else picks[k0 : k0 + n]
+        )
 
 
 def _retrieve(model: MouthModel, mel: Mel, library: MouthLibrary | None) -> np.ndarray:
     """The library mouth of every output frame: nearest the shape the audio asks for, along a smooth path."""
-    if library is None:
-        raise HygieError("render.mouth retrieve and blend need a mouth library: models/library.npz (build_library).")
     if library.crops.shape[1] != model.data.img_size:
         size = library.crops.shape[1]
         raise HygieError(f"the mouth library holds {size}px crops, the model {model.data.img_size}px: `dvc repro`.")

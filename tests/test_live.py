@@ -1,0 +1,108 @@
+"""Live: streams give the numbers of the whole-audio computation whatever the chunking, a session gives render's
+frames, silence keeps the template alive with flat memory, and bad audio is refused."""
+
+from __future__ import annotations
+
+from dataclasses import replace
+
+import numpy as np
+import pytest
+from conftest import save_model
+
+from hygie_lib.audio import MelStream, MelWindowStream, load_audio, log_mel, mel_windows
+from hygie_lib.audio2shape import AudioToShape, ShapeModel, ShapeStream
+from hygie_lib.inference import MouthModel
+from hygie_lib.io import HygieError
+from hygie_lib.live import LiveSession
+from hygie_lib.render import audio_features, render_frames
+
+SR = 16000
+
+
+def chunked(x: np.ndarray, rng: np.random.Generator, most: int, axis: int = -1) -> list[np.ndarray]:
+    """x cut along `axis` into pieces of random sizes 1..most."""
+    cuts = np.cumsum(rng.integers(1, most + 1, x.shape[axis]))
+    return np.split(x, cuts[cuts < x.shape[axis]], axis=axis)
+
+
+def speech_like(seconds: float, rng: np.random.Generator) -> np.ndarray:
+    """Noise bursts and silences (0.4 s each), so the silence gate has work to do."""
+    y = rng.standard_normal(int(SR * seconds)).astype(np.float32) * 0.1
+    return y * np.repeat(rng.random(int(seconds / 0.4) + 1) > 0.4, int(SR * 0.4))[: len(y)]
+
+
+@pytest.mark.parametrize("fps", [25.0, 29.97])
+def test_mel_stream_gives_log_mel_for_any_chunking(fps):
+    rng = np.random.default_rng(0)
+    y = speech_like(2.3, rng)
+    whole = log_mel(y, SR, fps=fps, n_mels=40, per_frame=4, n_fft=512)
+    stream = MelStream(SR, fps=fps, n_mels=40, per_frame=4, n_fft=512)
+    parts = [stream.push(c) for c in chunked(y, rng, 700)]
+    assert sum(p.shape[1] for p in parts) < whole.shape[1]  # columns wait for the half-window after their centre
+    np.testing.assert_array_equal(np.hstack([*parts, stream.flush()]), whole)
+
+
+def test_shape_stream_gives_predict_for_any_chunking():
+    rng = np.random.default_rng(1)
+    mel = log_mel(speech_like(4.0, rng), SR, fps=25, n_mels=80, per_frame=4, n_fft=512)
+    k = 6
+    predictor = AudioToShape(
+        rng.normal(-4, 1, 40), rng.uniform(1, 3, 40), rng.normal(0, 0.1, (201, k)), np.ones(k), 2, 1.0
+    )
+    whole = predictor.predict(mel, 4)
+    assert whole.shape == (100, k) and np.isclose(whole, 1.0).all(1).any()  # silences drawn at rest
+    for _ in range(3):
+        stream = ShapeStream(predictor, 4)
+        parts = [stream.push(c) for c in chunked(mel, rng, 30)]
+        assert len(stream.feats) <= 2 * predictor.lookahead + 2  # only the frames still needed are kept
+        np.testing.assert_array_equal(np.vstack([*parts, stream.flush()]), whole)
+    stream = ShapeStream(predictor, 4)
+    assert len(stream.push(mel[:, :40])) == 10 - predictor.lookahead  # a frame waits for the audio it hears
+
+
+def test_mel_window_stream_gives_mel_windows_for_any_chunking():
+    rng = np.random.default_rng(2)
+    mel = rng.standard_normal((8, 4 * 37)).astype(np.float32)
+    for win in (16, 5):
+        stream = MelWindowStream(4, win)
+        parts = [stream.push(c) for c in chunked(mel, rng, 13)]
+        got = np.concatenate([*parts, stream.flush()])
+        np.testing.assert_array_equal(got, mel_windows(mel, np.arange(37), per_frame=4, win=win))
+
+
+@pytest.mark.parametrize("cond", ["shape", "audio"])
+def test_a_live_session_fed_a_file_in_chunks_gives_the_frames_render_writes(demo, tmp_path, cond):
+    shapes = demo["shapes"]
+    smooth = ShapeModel(shapes.space, replace(shapes.predictor, smooth=1.0), 0)  # smoothing looks ahead too
+    model = MouthModel(save_model(tmp_path / "m.pt", smooth, cond=cond), backend="torch")
+    tpl, video = demo["template"], demo["template_video"]
+    y = load_audio(demo["audio"], SR)
+    rendered = list(render_frames(model, tpl, video, audio_features(demo["audio"], model.data), blend="feather"))
+    session = LiveSession(model, tpl, video, blend="feather", batch=5)
+    out = [f for c in chunked(y, np.random.default_rng(3), 3000) for f in session.push(c)] + session.flush()
+    assert len(out) == len(rendered) == session.frames_out
+    for (frame, _), want in zip(out, rendered):  # the same conditions; the network, run on other batches, may
+        diff = np.abs(frame.astype(int) - want)  # round a few pixels the other way
+        assert diff.max() <= 1 and (diff > 0).mean() < 1e-3
+    sound = np.concatenate([a for _, a in out])
+    assert all(len(a) == SR // 25 for _, a in out)  # each frame carries its 40 ms of audio
+    np.testing.assert_array_equal(sound[: len(y)], y)
+    assert 0.05 < model.lookahead < 0.25
+
+
+def test_silence_keeps_the_template_playing_with_the_mouth_at_rest_and_memory_flat(demo):
+    model = MouthModel(demo["model"], backend="torch")
+    session = LiveSession(model, demo["template"], demo["template_video"], blend="feather")
+    frames = [session.push(np.zeros(SR // 5, np.float32)) for _ in range(20)]  # 4 s of silence, 0.2 s at a time
+    assert sum(map(len, frames)) == int((4.0 - model.lookahead) * 25) + 1  # 25 fps, each once its lookahead is in
+    assert len(session.audio) < SR // 5 + SR // 25 * 8 and len(session.cond.gated) < 20  # nothing accumulates
+    out = [f for batch in frames for f, _ in batch]
+    assert not np.array_equal(out[0], out[10])  # the template moves on (ping-pong)
+    back = np.abs(out[96].astype(int) - out[2]).mean()  # and comes back: 50 template frames, so 96 shows frame 2
+    assert back < 1.0 < np.abs(out[10].astype(int) - out[2]).mean()  # (the replay is JPEG-cached: not bit-exact)
+
+
+def test_bad_audio_is_refused(demo):
+    session = LiveSession(MouthModel(demo["model"], backend="torch"), demo["template"], demo["template_video"])
+    with pytest.raises(HygieError, match="NaN"):
+        session.push(np.array([0.0, np.nan], np.float32))
