@@ -1,4 +1,4 @@
-"""The `hygie` command: doctor, probe, demo-data, render, sync, export-onnx. Each calls the library, as stages do.
+"""The `hygie` command: doctor, probe, demo-data, render, say, sync, export-onnx. Each calls the library, as stages do.
 
 Every command checks its output path and options before doing any work, and reports a problem as one
 `error:` line (exit code 2). No command reads params.yaml: options have documented defaults.
@@ -119,6 +119,23 @@ def cmd_render(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_say(args: argparse.Namespace) -> int:
+    import tempfile
+    from pathlib import Path
+
+    from hygie_lib.audio import write_wav
+    from hygie_lib.tts import speak
+    from hygie_lib.video import CONTAINERS
+
+    check_output(args.out, suffixes=CONTAINERS, inputs=[args.template, args.model])
+    y, sr = speak(args.text, engine=args.engine, voice=args.voice)
+    print(f"{args.engine} ({args.voice}): {len(y) / sr:.1f} s of speech")
+    with tempfile.TemporaryDirectory(prefix="hygie-say-") as folder:
+        args.audio = Path(folder) / "speech.wav"
+        write_wav(args.audio, y, sr)
+        return cmd_render(args)
+
+
 def cmd_sync(args: argparse.Namespace) -> int:
     from hygie_lib.audio import load_audio
     from hygie_lib.syncnet import SyncExpert, judge_video
@@ -152,9 +169,7 @@ def cmd_export_onnx(args: argparse.Namespace) -> int:
 
 def build_parser() -> argparse.ArgumentParser:
     """The argument parser of `hygie` and its subcommands."""
-    from hygie_lib.blend import BLENDS
-    from hygie_lib.inference import BACKENDS
-    from hygie_lib.render import MOUTHS
+    from hygie_lib.tts import ENGINES
 
     ap = argparse.ArgumentParser(prog="hygie", description="HygieSync: person-specific lip-sync.")
     sub = ap.add_subparsers(dest="command", required=True)
@@ -181,9 +196,38 @@ def build_parser() -> argparse.ArgumentParser:
     p.set_defaults(func=cmd_demo_data)
 
     p = sub.add_parser("render", help="re-voice a template video with new audio -> MP4 (H.264 + AAC)")
+    p.add_argument("--audio", required=True, help="the new speech: any audio or video file")
+    add_render_options(p)
+    p.set_defaults(func=cmd_render)
+
+    p = sub.add_parser("say", help="make the person say a text (offline text to speech) -> MP4 (H.264 + AAC)")
+    p.add_argument("text", help="what to say (quote it)")
+    p.add_argument("--voice", default="en-us", help="the engine's voice (default: en-us)")
+    p.add_argument("--engine", choices=list(ENGINES), default="espeak", help="text to speech (default: espeak)")
+    add_render_options(p)
+    p.set_defaults(func=cmd_say)
+
+    p = sub.add_parser("sync", help="judge a video's lip sync with the sync expert: the audio's lag and a confidence")
+    p.add_argument("video", help="a video of the speaker (a render, a recording)")
+    p.add_argument("--audio", help="the speech to judge it against (default: the video's own sound)")
+    p.add_argument("--model", default="models/sync.pt", help="the sync expert (default: models/sync.pt)")
+    p.set_defaults(func=cmd_sync)
+
+    p = sub.add_parser("export-onnx", help="export a checkpoint to ONNX, for ONNX Runtime or other runtimes")
+    p.add_argument("--model", default="models/best.pt", help="checkpoint (default: models/best.pt)")
+    p.add_argument("--out", default="models/best.onnx", help="output .onnx (default: models/best.onnx)")
+    p.set_defaults(func=cmd_export_onnx)
+    return ap
+
+
+def add_render_options(p: argparse.ArgumentParser) -> None:
+    """The options `render` and `say` share: model, template, output and how the mouth is made and pasted."""
+    from hygie_lib.blend import BLENDS
+    from hygie_lib.inference import BACKENDS
+    from hygie_lib.render import MOUTHS
+
     p.add_argument("--model", required=True, help="checkpoint (models/best.pt) or ONNX export")
     p.add_argument("--template", required=True, help="video of the same person idling")
-    p.add_argument("--audio", required=True, help="the new speech: any audio or video file")
     p.add_argument("--out", required=True, help="output video: .mp4, .mov or .mkv (H.264 + AAC)")
     p.add_argument(
         "--crops",
@@ -201,19 +245,6 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--backend", choices=list(BACKENDS), default="onnx", help="model runtime (default: onnx)")
     p.add_argument("--batch", type=positive(int), default=32, help="frames per model call (default: 32)")
     p.add_argument("--min-confidence", type=float, default=0.5, help="FaceMesh confidence, if preparing (default: 0.5)")
-    p.set_defaults(func=cmd_render)
-
-    p = sub.add_parser("sync", help="judge a video's lip sync with the sync expert: the audio's lag and a confidence")
-    p.add_argument("video", help="a video of the speaker (a render, a recording)")
-    p.add_argument("--audio", help="the speech to judge it against (default: the video's own sound)")
-    p.add_argument("--model", default="models/sync.pt", help="the sync expert (default: models/sync.pt)")
-    p.set_defaults(func=cmd_sync)
-
-    p = sub.add_parser("export-onnx", help="export a checkpoint to ONNX, for ONNX Runtime or other runtimes")
-    p.add_argument("--model", default="models/best.pt", help="checkpoint (default: models/best.pt)")
-    p.add_argument("--out", default="models/best.onnx", help="output .onnx (default: models/best.onnx)")
-    p.set_defaults(func=cmd_export_onnx)
-    return ap
 
 
 def main(argv: list[str] | None = None) -> int:
