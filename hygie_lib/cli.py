@@ -1,4 +1,4 @@
-"""The `hygie` command: doctor, probe, demo-data, render, say, sync, export-onnx. Each calls the library, as stages do.
+"""The `hygie` command: doctor, probe, demo-data, render, say, serve, sync, export-onnx. Each calls the library.
 
 Every command checks its output path and options before doing any work, and reports a problem as one
 `error:` line (exit code 2). No command reads params.yaml: options have documented defaults.
@@ -136,6 +136,20 @@ def cmd_say(args: argparse.Namespace) -> int:
         return cmd_render(args)
 
 
+def cmd_serve(args: argparse.Namespace) -> int:
+    from aiohttp import web
+
+    from hygie_lib.inference import MouthModel
+    from hygie_lib.serve import Server, load_templates
+
+    model = MouthModel(args.model, args.backend)
+    templates = load_templates(args.template, model)
+    server = Server(model, templates, blend=args.blend, max_sessions=args.max_sessions)
+    print(f"templates: {', '.join(templates)}; open http://{args.host}:{args.port}/ (Ctrl+C stops)")
+    web.run_app(server.app(), host=args.host, port=args.port, print=None)
+    return 0
+
+
 def cmd_sync(args: argparse.Namespace) -> int:
     from hygie_lib.audio import load_audio
     from hygie_lib.syncnet import SyncExpert, judge_video
@@ -169,6 +183,8 @@ def cmd_export_onnx(args: argparse.Namespace) -> int:
 
 def build_parser() -> argparse.ArgumentParser:
     """The argument parser of `hygie` and its subcommands."""
+    from hygie_lib.blend import BLENDS
+    from hygie_lib.inference import BACKENDS
     from hygie_lib.tts import ENGINES
 
     ap = argparse.ArgumentParser(prog="hygie", description="HygieSync: person-specific lip-sync.")
@@ -206,6 +222,16 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--engine", choices=list(ENGINES), default="espeak", help="text to speech (default: espeak)")
     add_render_options(p)
     p.set_defaults(func=cmd_say)
+
+    p = sub.add_parser("serve", help="live: a web page where a template speaks what you say, type or upload")
+    p.add_argument("--model", required=True, help="checkpoint (models/best.pt) or ONNX export")
+    p.add_argument("--template", required=True, action="append", help="video of the person idling (repeat for more)")
+    p.add_argument("--host", default="127.0.0.1", help="address to listen on (default: 127.0.0.1, this machine only)")
+    p.add_argument("--port", type=positive(int), default=8000, help="port (default: 8000)")
+    p.add_argument("--blend", choices=list(BLENDS), default="feather", help="paste-back (default: feather, faster)")
+    p.add_argument("--backend", choices=list(BACKENDS), default="onnx", help="model runtime (default: onnx)")
+    p.add_argument("--max-sessions", type=positive(int), default=8, help="sessions at once (default: 8)")
+    p.set_defaults(func=cmd_serve)
 
     p = sub.add_parser("sync", help="judge a video's lip sync with the sync expert: the audio's lag and a confidence")
     p.add_argument("video", help="a video of the speaker (a render, a recording)")

@@ -59,6 +59,10 @@ class LiveSession:
         rows = self.cond.push(self.mel.flush())
         return self._paint(np.concatenate([rows, self.cond.flush()]))
 
+    def close(self) -> None:
+        """Free the template's decoder and frame cache."""
+        self.painter.frames.close()
+
     def _paint(self, rows: np.ndarray) -> list[tuple[np.ndarray, np.ndarray]]:
         """Frames for the next `len(rows)` output frames, in batches, each with its share of the audio."""
         out = []

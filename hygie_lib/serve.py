@@ -1,0 +1,244 @@
+"""`hygie serve`: live talking heads over WebSocket, and the page that plays them (hygie_lib/web/index.html).
+
+One WebSocket per session, at /live?template=NAME. The server says `{"ready": {...}}` (frame rate, sample rate,
+size, the model's lookahead), then the client sends speech as binary messages of 16-bit little-endian mono PCM at
+that sample rate, any size up to MAX_MESSAGE, or text messages: `{"say": "text", "voice": "en-us"}` (spoken by
+the offline TTS). Audio is played into the session at the pace of real time: what comes faster (a file, a
+sentence) waits its turn, and when nothing comes the server plays silence, so the template stays alive with
+its mouth closed. Each frame goes back as one binary message: FRAME_HEADER (b"F", frame index, the latency of
+that frame in ms, its sample count), its audio (int16) and the frame as JPEG. Bad input gets `{"error": ...}`
+and the session goes on; a session that disconnects frees its decoder and its cache.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import os
+import struct
+import time
+from collections import deque
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
+from pathlib import Path
+
+import cv2
+import numpy as np
+from aiohttp import WSMsgType, web
+
+from hygie_lib.crops import Crops
+from hygie_lib.inference import MouthModel
+from hygie_lib.io import HygieError
+from hygie_lib.live import LiveSession
+from hygie_lib.render import check_template_video
+
+FRAME_HEADER = struct.Struct("<cIHI")  # b"F", frame index, latency (ms), audio samples
+MAX_MESSAGE = 1 << 20  # bytes: 32 s of 16 kHz audio per message at most
+MAX_PENDING = 600.0  # seconds of speech a session may queue ahead of real time
+PAGE = Path(__file__).parent / "web" / "index.html"
+
+
+@dataclass(frozen=True)
+class Template:
+    """A template a client may pick: its video and its prepared crops."""
+
+    video: Path
+    crops: Crops
+    width: int
+    height: int
+
+
+class Timeline:
+    """When each stretch of a session's audio went in (the clock of its arrival), to time each frame's latency."""
+
+    def __init__(self) -> None:
+        self.marks: deque[tuple[int, float]] = deque()  # (samples pushed after this stretch, when it was pushed)
+
+    def add(self, end: int, when: float) -> None:
+        """The audio up to sample `end` went in at `when`."""
+        self.marks.append((end, when))
+
+    def arrival(self, sample: int) -> float:
+        """When the audio at `sample` went in; forgets the stretches before it."""
+        while len(self.marks) > 1 and self.marks[0][0] <= sample:
+            self.marks.popleft()
+        return self.marks[0][1]
+
+
+class Server:
+    """The live server: one model, named templates, any number of sessions up to `max_sessions`."""
+
+    def __init__(
+        self,
+        model: MouthModel,
+        templates: dict[str, Template],
+        *,
+        blend: str = "feather",
+        quality: int = 80,
+        max_sessions: int = 8,
+    ) -> None:
+        self.model, self.templates, self.blend, self.quality = model, templates, blend, quality
+        self.max_sessions, self.sessions = max_sessions, 0
+
+    def app(self) -> web.Application:
+        """The aiohttp application: the page, the template list and the live WebSocket."""
+        app = web.Application(client_max_size=MAX_MESSAGE)
+        app.router.add_get("/", self.page)
+        app.router.add_get("/templates", self.list_templates)
+        app.router.add_get("/live", self.live)
+        return app
+
+    async def page(self, request: web.Request) -> web.Response:
+        """The web page."""
+        return web.FileResponse(PAGE)
+
+    async def list_templates(self, request: web.Request) -> web.Response:
+        """The templates a client may pick, with their sizes."""
+        out = {name: {"width": t.width, "height": t.height} for name, t in self.templates.items()}
+        return web.json_response({"templates": out, "sessions": self.sessions, "max_sessions": self.max_sessions})
+
+    async def live(self, request: web.Request) -> web.WebSocketResponse:
+        """One live session, from its WebSocket's opening to its closing."""
+        ws = web.WebSocketResponse(max_msg_size=MAX_MESSAGE, heartbeat=20)
+        await ws.prepare(request)
+        name = request.query.get("template", "")
+        if name not in self.templates:
+            await _close_with(ws, f"unknown template {name!r}; one of: {', '.join(self.templates)}.")
+            return ws
+        if self.sessions >= self.max_sessions:
+            await _close_with(ws, f"the server is full ({self.max_sessions} sessions); try again later.")
+            return ws
+        self.sessions += 1
+        # the session's own thread: its work runs in order (closing last), beside other sessions' and the event loop
+        worker = ThreadPoolExecutor(1, thread_name_prefix="hygie-session")
+        loop = asyncio.get_running_loop()
+        session = None
+        try:
+            t = self.templates[name]
+            session = await loop.run_in_executor(
+                worker, lambda: LiveSession(self.model, t.crops, t.video, blend=self.blend)
+            )
+            d = self.model.data
+            ready = {"fps": d.fps, "sr": d.sr, "width": t.width, "height": t.height, "lookahead": self.model.lookahead}
+            await ws.send_json({"ready": ready})
+            await self._run(ws, session, worker)
+        finally:
+            self.sessions -= 1
+            if session is not None:
+                worker.submit(session.close)
+            worker.shutdown(wait=False)
+        return ws
+
+    async def _run(self, ws: web.WebSocketResponse, session: LiveSession, worker: ThreadPoolExecutor) -> None:
+        """Read the client's messages while pacing its audio into the session and sending the frames back."""
+        loop, sr, fps = asyncio.get_running_loop(), session.sr, session.fps
+        pending: deque[np.ndarray] = deque()  # audio waiting for its turn
+        queued = [0]  # samples in `pending`
+        timeline, start = Timeline(), time.monotonic()
+        pushed = 0
+
+        async def read() -> None:
+            async for msg in ws:
+                try:
+                    if msg.type == WSMsgType.BINARY:
+                        audio = pcm_of(msg.data)
+                    elif msg.type == WSMsgType.TEXT:
+                        audio = await loop.run_in_executor(worker, self._command, msg.data, sr)
+                    else:
+                        continue
+                    if queued[0] + len(audio) > MAX_PENDING * sr:
+                        raise HygieError(f"more than {MAX_PENDING:.0f} s of speech queued; wait for it to play.")
+                    pending.append(audio)
+                    queued[0] += len(audio)
+                except HygieError as e:
+                    await ws.send_json({"error": str(e)})
+
+        reader = asyncio.create_task(read())
+        try:
+            while not reader.done() and not ws.closed:
+                due = int((time.monotonic() - start) * sr) - pushed  # samples real time has moved on since
+                if due > 0:
+                    chunk = _take(pending, due)
+                    queued[0] -= len(chunk)
+                    if len(chunk) < due:  # nothing (more) to say: silence keeps the template alive
+                        chunk = np.concatenate([chunk, np.zeros(due - len(chunk), np.float32)])
+                    pushed += len(chunk)
+                    timeline.add(pushed, time.monotonic())
+                    messages = await loop.run_in_executor(worker, self._frames, session, chunk, timeline)
+                    for m in messages:
+                        await ws.send_bytes(m)
+                await asyncio.sleep(0.5 / fps)
+        except (ConnectionResetError, RuntimeError):  # the client went away mid-send
+            pass
+        finally:
+            reader.cancel()
+
+    def _frames(self, session: LiveSession, chunk: np.ndarray, timeline: Timeline) -> list[bytes]:
+        """The frame messages for a chunk of audio (in a worker thread): each frame as JPEG, with its audio."""
+        made = session.push(chunk)
+        messages = []
+        for k, (frame, audio) in enumerate(made, session.frames_out - len(made)):
+            _, jpeg = cv2.imencode(".jpg", frame[..., ::-1], [cv2.IMWRITE_JPEG_QUALITY, self.quality])
+            latency = time.monotonic() - timeline.arrival(round(k * session.sr / session.fps))
+            pcm = (np.clip(audio, -1, 1) * 32767).astype("<i2").tobytes()
+            messages.append(
+                FRAME_HEADER.pack(b"F", k, min(65535, round(latency * 1000)), len(audio)) + pcm + jpeg.tobytes()
+            )
+        return messages
+
+    def _command(self, text: str, sr: int) -> np.ndarray:
+        """A client's JSON command -> the audio it asks for (worker thread)."""
+        from hygie_lib.tts import speak
+
+        try:
+            cmd = json.loads(text)
+        except json.JSONDecodeError as e:
+            raise HygieError(f'a text message must be JSON, like {{"say": "hello"}} ({e}).') from e
+        if not isinstance(cmd, dict) or not isinstance(cmd.get("say"), str):
+            raise HygieError('unknown command; send {"say": "text", "voice": "en-us"} or binary PCM.')
+        y, tts_sr = speak(cmd["say"], voice=str(cmd.get("voice", "en-us")))
+        return resample(y, tts_sr, sr)
+
+
+def pcm_of(data: bytes) -> np.ndarray:
+    """16-bit little-endian mono PCM bytes -> float32 samples; a HygieError for a byte count that is not even."""
+    if len(data) % 2:
+        raise HygieError(f"binary messages are 16-bit PCM: {len(data)} bytes is not a whole number of samples.")
+    return np.frombuffer(data, "<i2").astype(np.float32) / 32768.0
+
+
+def resample(y: np.ndarray, sr: int, to: int) -> np.ndarray:
+    """Mono audio at `sr` resampled to `to` (soxr, through librosa)."""
+    import librosa
+
+    return y if sr == to else librosa.resample(y, orig_sr=sr, target_sr=to).astype(np.float32)
+
+
+def _take(pending: deque[np.ndarray], n: int) -> np.ndarray:
+    """Up to n samples off the front of `pending`."""
+    out, got = [], 0
+    while pending and got < n:
+        head = pending.popleft()
+        if got + len(head) > n:
+            head, rest = head[: n - got], head[n - got :]
+            pending.appendleft(rest)
+        out.append(head)
+        got += len(head)
+    return np.concatenate(out) if out else np.zeros(0, np.float32)
+
+
+async def _close_with(ws: web.WebSocketResponse, error: str) -> None:
+    """Tell the client what is wrong, then close."""
+    await ws.send_json({"error": error})
+    await ws.close()
+
+
+def load_templates(paths: list[str | os.PathLike], model: MouthModel) -> dict[str, Template]:
+    """Templates by name (the file's stem), prepared with the model's crop settings."""
+    from hygie_lib.render import prepare_template
+
+    out = {}
+    for path in map(Path, paths):
+        info = check_template_video(path)
+        out[path.stem] = Template(path, prepare_template(path, model.data), info.width, info.height)
+    return out

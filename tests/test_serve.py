@@ -1,0 +1,158 @@
+"""hygie serve: frames stream back with their audio at the pace of real time, silence keeps the face alive, bad
+input gets a clear error without taking the server down, sessions are isolated and freed when they go."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+
+import cv2
+import numpy as np
+import pytest
+from aiohttp import WSMsgType
+from aiohttp.test_utils import TestClient, TestServer
+
+from hygie_lib.audio import load_audio
+from hygie_lib.inference import MouthModel
+from hygie_lib.render import check_template_video
+from hygie_lib.serve import FRAME_HEADER, MAX_MESSAGE, Server, Template
+
+SR = 16000
+
+
+@pytest.fixture(scope="module")
+def server(demo):
+    model, video = MouthModel(demo["model"], backend="torch"), demo["template_video"]
+    info = check_template_video(video)
+    return Server(model, {"idle": Template(video, demo["template"], info.width, info.height)}, max_sessions=2)
+
+
+def run(server: Server, scenario) -> object:
+    """Run `scenario(client)` against the server's app on a free localhost port."""
+
+    async def main():
+        async with TestClient(TestServer(server.app())) as client:
+            return await scenario(client)
+
+    return asyncio.run(main())
+
+
+def parse(data: bytes) -> tuple[int, int, np.ndarray, np.ndarray]:
+    """A frame message -> (frame index, latency ms, audio int16, RGB frame)."""
+    _, k, latency, n = FRAME_HEADER.unpack_from(data)
+    at = FRAME_HEADER.size
+    audio = np.frombuffer(data[at : at + 2 * n], "<i2")
+    frame = cv2.imdecode(np.frombuffer(data[at + 2 * n :], np.uint8), cv2.IMREAD_COLOR)[..., ::-1]
+    return k, latency, audio, frame
+
+
+async def frames_for(ws, seconds: float, until=lambda frames: False) -> tuple[list, list[str]]:
+    """Frame messages (parsed) and text messages received for `seconds`, or until `until(frames)`."""
+    frames, texts = [], []
+    end = asyncio.get_running_loop().time() + seconds
+    while (left := end - asyncio.get_running_loop().time()) > 0 and not until(frames):
+        try:
+            msg = await ws.receive(timeout=left)
+        except asyncio.TimeoutError:
+            break
+        if msg.type == WSMsgType.BINARY:
+            frames.append(parse(msg.data))
+        elif msg.type == WSMsgType.TEXT:
+            texts.append(msg.data)
+        else:
+            break
+    return frames, texts
+
+
+def test_speech_comes_back_as_frames_with_their_audio_in_real_time(server, demo):
+    speech = load_audio(demo["audio"], SR)[: SR * 2]
+    pcm = (speech * 32767).astype("<i2").tobytes()
+
+    async def scenario(client):
+        ws = await client.ws_connect("/live?template=idle")
+        ready = (await ws.receive_json())["ready"]
+        await ws.send_bytes(pcm)  # 2 s at once: the server plays it in real time
+        t0 = asyncio.get_running_loop().time()
+        frames, texts = await frames_for(ws, 20, until=lambda f: len(f) >= 60)
+        took = asyncio.get_running_loop().time() - t0
+        await ws.close()
+        return ready, frames, texts, took
+
+    ready, frames, texts, took = run(server, scenario)
+    assert ready["fps"] == 25 and ready["sr"] == SR and texts == []
+    ks = [k for k, *_ in frames]
+    assert ks == list(range(60)) and took > 60 / 25 - 0.5  # in order, none lost, no faster than real time
+    assert all(len(a) == SR // 25 for _, _, a, _ in frames)
+    heard = np.concatenate([a for _, _, a, _ in frames]).astype(np.float32) / 32767
+    n = min(len(heard), len(speech))
+    assert np.abs(heard[:n] - speech[:n]).max() < 1e-3  # each frame carries the very audio it was drawn from
+    assert frames[0][3].shape == (ready["height"], ready["width"], 3)
+
+
+def test_silence_keeps_the_face_moving_and_text_is_spoken(server):
+    async def scenario(client):
+        ws = await client.ws_connect("/live?template=idle")
+        await ws.receive_json()
+        idle, _ = await frames_for(ws, 20, until=lambda f: len(f) >= 15)  # nothing sent: silence
+        await ws.send_str(json.dumps({"say": "Hello there"}))
+        spoken, texts = await frames_for(ws, 20, until=lambda f: any(np.abs(a).max() > 3000 for _, _, a, _ in f))
+        await ws.close()
+        return idle, spoken, texts
+
+    idle, spoken, texts = run(server, scenario)
+    assert len(idle) == 15 and all(not a.any() for _, _, a, _ in idle)
+    assert not np.array_equal(idle[0][3], idle[10][3])  # the template plays on
+    assert texts == [] and max(np.abs(a).max() for _, _, a, _ in spoken) > 3000  # the TTS speech came back
+
+
+def test_bad_input_gets_an_error_and_the_session_goes_on(server):
+    async def scenario(client):
+        errors = []
+        ws = await client.ws_connect("/live?template=nope")
+        errors.append((await ws.receive_json())["error"])
+        assert (await ws.receive()).type in (WSMsgType.CLOSE, WSMsgType.CLOSED)
+        ws = await client.ws_connect("/live?template=idle")
+        await ws.receive_json()
+        await ws.send_bytes(b"\x01\x02\x03")  # not whole 16-bit samples
+        await ws.send_str("not json")
+        await ws.send_str(json.dumps({"shout": 1}))
+        await ws.send_str(json.dumps({"say": "hi", "voice": "xx-none"}))
+        frames, texts = await frames_for(ws, 20, until=lambda f: len(f) >= 25)
+        errors += [json.loads(t)["error"] for t in texts]
+        big = await client.ws_connect("/live?template=idle")
+        await big.receive_json()
+        await big.send_bytes(b"\0" * (MAX_MESSAGE + 2))  # too large: that connection is closed, not the server
+        closed = await frames_for(big, 5.0)
+        later, _ = await frames_for(ws, 20, until=lambda f: len(f) >= 5)
+        await ws.close()
+        return errors, frames, later, closed, big.close_code
+
+    errors, frames, later, _, close_code = run(server, scenario)
+    assert "unknown template 'nope'" in errors[0]
+    assert any("not a whole number of samples" in e for e in errors)
+    assert any("must be JSON" in e for e in errors) and any("unknown command" in e for e in errors)
+    assert any("no voice 'xx-none'" in e for e in errors)
+    assert len(frames) == 25 and len(later) == 5  # the session went on through it all
+    assert close_code == 1009  # message too big
+
+
+def test_sessions_are_limited_and_freed_on_disconnect(server):
+    async def scenario(client):
+        a = await client.ws_connect("/live?template=idle")
+        b = await client.ws_connect("/live?template=idle")
+        await a.receive_json(), await b.receive_json()
+        full = await client.ws_connect("/live?template=idle")
+        refused = (await full.receive_json())["error"]
+        busy = (await (await client.get("/templates")).json())["sessions"]
+        await a.close()
+        await b.close()
+        for _ in range(50):
+            if server.sessions == 0:
+                break
+            await asyncio.sleep(0.1)
+        page = await (await client.get("/")).text()
+        return refused, busy, server.sessions, page
+
+    refused, busy, after, page = run(server, scenario)
+    assert "full (2 sessions)" in refused and busy == 2 and after == 0
+    assert "<canvas" in page and "/live?template=" in page
