@@ -111,8 +111,9 @@ class AudioToShape:
 
     @property
     def radius(self) -> int:
-        """Frames either side that the temporal smoothing reaches (its Gaussian cut at two sigmas)."""
-        return int(np.ceil(2 * self.smooth))
+        """Frames either side that the temporal smoothing reaches: its Gaussian is cut at one sigma, as every frame
+        it reaches past a frame adds 40 ms to a live stream's latency."""
+        return int(np.ceil(self.smooth))
 
     @property
     def lookahead(self) -> int:

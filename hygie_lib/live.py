@@ -38,7 +38,6 @@ class LiveSession:
         self.mel, self.cond = model.mel_stream(), model.condition_stream()
         self.audio = np.zeros(0, np.float32)  # samples from `audio_start` on, not yet sent with a frame
         self.audio_start = 0
-        self.heard = 0  # samples pushed
 
     @property
     def frames_out(self) -> int:
@@ -51,7 +50,6 @@ class LiveSession:
         if not np.isfinite(pcm).all():
             raise HygieError("live audio: the samples hold NaN or infinity; send PCM in [-1, 1].")
         self.audio = np.concatenate([self.audio, pcm])
-        self.heard += len(pcm)
         return self._paint(self.cond.push(self.mel.push(pcm)))
 
     def flush(self) -> list[tuple[np.ndarray, np.ndarray]]:

@@ -4,10 +4,10 @@ One WebSocket per session, at /live?template=NAME. The server says `{"ready": {.
 size, the model's lookahead), then the client sends speech as binary messages of 16-bit little-endian mono PCM at
 that sample rate, any size up to MAX_MESSAGE, or text messages: `{"say": "text", "voice": "en-us"}` (spoken by
 the offline TTS). Audio is played into the session at the pace of real time: what comes faster (a file, a
-sentence) waits its turn, and when nothing comes the server plays silence, so the template stays alive with
-its mouth closed. Each frame goes back as one binary message: FRAME_HEADER (b"F", frame index, the latency of
-that frame in ms, its sample count), its audio (int16) and the frame as JPEG. Bad input gets `{"error": ...}`
-and the session goes on; a session that disconnects frees its decoder and its cache.
+sentence) waits its turn, and when nothing comes for JITTER seconds the server plays silence, so the template
+stays alive with its mouth closed. Each frame goes back as one binary message: FRAME_HEADER (b"F", frame index,
+the frame's latency in ms, its sample count), its audio (int16) and the frame as JPEG. Bad input gets
+`{"error": ...}` and the session goes on; a session that disconnects frees its decoder and its cache.
 """
 
 from __future__ import annotations
@@ -35,6 +35,7 @@ from hygie_lib.render import check_template_video
 FRAME_HEADER = struct.Struct("<cIHI")  # b"F", frame index, latency (ms), audio samples
 MAX_MESSAGE = 1 << 20  # bytes: 32 s of 16 kHz audio per message at most
 MAX_PENDING = 600.0  # seconds of speech a session may queue ahead of real time
+JITTER = 0.1  # seconds a client's audio may come early or late: later, silence fills in (and delays what follows)
 PAGE = Path(__file__).parent / "web" / "index.html"
 
 
@@ -133,8 +134,9 @@ class Server:
         """Read the client's messages while pacing its audio into the session and sending the frames back."""
         loop, sr, fps = asyncio.get_running_loop(), session.sr, session.fps
         pending: deque[np.ndarray] = deque()  # audio waiting for its turn
+        arrived = asyncio.Event()  # wakes the pacing loop as audio comes in
         queued = [0]  # samples in `pending`
-        timeline, start = Timeline(), time.monotonic()
+        timeline, start, jitter = Timeline(), time.monotonic(), int(JITTER * sr)
         pushed = 0
 
         async def read() -> None:
@@ -150,24 +152,28 @@ class Server:
                         raise HygieError(f"more than {MAX_PENDING:.0f} s of speech queued; wait for it to play.")
                     pending.append(audio)
                     queued[0] += len(audio)
+                    arrived.set()
                 except HygieError as e:
                     await ws.send_json({"error": str(e)})
 
         reader = asyncio.create_task(read())
         try:
             while not reader.done() and not ws.closed:
+                arrived.clear()  # audio that comes while this round works wakes the next at once
                 due = int((time.monotonic() - start) * sr) - pushed  # samples real time has moved on since
-                if due > 0:
-                    chunk = _take(pending, due)
-                    queued[0] -= len(chunk)
-                    if len(chunk) < due:  # nothing (more) to say: silence keeps the template alive
-                        chunk = np.concatenate([chunk, np.zeros(due - len(chunk), np.float32)])
+                chunk = _take(pending, max(0, due + jitter))  # a client may run a little ahead of this clock
+                queued[0] -= len(chunk)
+                if due - len(chunk) > jitter:  # nothing to say for a while: silence keeps the template alive
+                    chunk = np.concatenate([chunk, np.zeros(due - len(chunk), np.float32)])
+                if len(chunk):
                     pushed += len(chunk)
                     timeline.add(pushed, time.monotonic())
-                    messages = await loop.run_in_executor(worker, self._frames, session, chunk, timeline)
-                    for m in messages:
+                    for m in await loop.run_in_executor(worker, self._frames, session, chunk, timeline):
                         await ws.send_bytes(m)
-                await asyncio.sleep(0.5 / fps)
+                try:  # until audio comes, or half a frame passes (the clock of silence)
+                    await asyncio.wait_for(arrived.wait(), 0.5 / fps)
+                except asyncio.TimeoutError:
+                    pass
         except (ConnectionResetError, RuntimeError):  # the client went away mid-send
             pass
         finally:

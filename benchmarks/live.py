@@ -1,0 +1,180 @@
+"""Live: latency, frame rate, A/V sync, memory and capacity of `hygie serve` at 720p on this machine.
+
+Inputs are benchmarks/render.py's: the demo template upscaled to 1280x720, speech tiled to length, and a model
+(--model, else an untrained one of params.yaml's config at --size px: speed does not depend on the weights). The
+server runs as its own process (`hygie serve`), as a user runs it; clients in this process send speech over
+localhost WebSockets in real time, --chunk-ms at a time, as a microphone does. For every frame:
+  latency   when the frame arrived - when the chunk holding the audio at the frame's instant was sent (so the
+            audio the model must hear past the frame, `model.lookahead`, is included);
+  A/V       the audio a frame carries against the audio sent at its index: any drift shows as a sample offset.
+  1. One session for --seconds (600 for the 10-minute check): latency median/p95, frames/s delivered, A/V offset
+     over the whole session, the server's memory (RSS) at the start and the end.
+  2. --sessions N at once (each for --load-seconds): real time while every session gets >= 24 frames/s with p95
+     latency <= 300 ms.
+--screenshot PATH: the page in headless Chromium (Debian's chromium) playing the speech through its microphone.
+Usage: python benchmarks/live.py [--model M | --size 128] [--seconds 60] [--chunk-ms 20] [--sessions 1 2 3]
+       [--load-seconds 20] [--screenshot PATH]   (needs the demo template: `hygie demo-data`)
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import socket
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+from urllib.request import urlopen
+
+import aiohttp
+import numpy as np
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
+sys.path.insert(0, str(ROOT / "tests"))  # the headless Chromium driver of the browser test
+
+from render import make_inputs  # noqa: E402
+
+from hygie_lib.audio import load_audio  # noqa: E402
+from hygie_lib.serve import FRAME_HEADER  # noqa: E402
+
+
+async def session(url: str, speech: np.ndarray, seconds: float, chunk_ms: float) -> dict:
+    """One client: sends `seconds` of speech in real time; per-frame latency and A/V offset, frames/s."""
+    async with aiohttp.ClientSession() as http, http.ws_connect(url, max_msg_size=0) as ws:
+        ready = (await ws.receive_json())["ready"]
+        sr, fps = ready["sr"], ready["fps"]
+        step = round(sr * chunk_ms / 1000)
+        n_chunks = int(seconds * sr) // step
+        sent = np.zeros(n_chunks)  # when each chunk went
+        pcm = (speech[: n_chunks * step] * 32767).astype("<i2")
+
+        async def send() -> None:
+            t0 = time.monotonic()
+            for i in range(n_chunks):  # as a microphone: each chunk once it has been heard
+                await asyncio.sleep(max(0.0, t0 + (i + 1) * chunk_ms / 1000 - time.monotonic()))
+                sent[i] = time.monotonic()
+                await ws.send_bytes(pcm[i * step : (i + 1) * step].tobytes())
+
+        sender = asyncio.create_task(send())
+        latency, offsets, first, last = [], [], None, None
+        n_frames = int(n_chunks * step / sr * fps) - int(np.ceil(ready["lookahead"] * fps)) - 1
+        while len(latency) < n_frames:
+            msg = await ws.receive(timeout=30)
+            if msg.type != aiohttp.WSMsgType.BINARY:
+                raise RuntimeError(f"server said {msg.data!r}")
+            now = time.monotonic()
+            _, k, _, n = FRAME_HEADER.unpack_from(msg.data)
+            audio = np.frombuffer(msg.data[FRAME_HEADER.size : FRAME_HEADER.size + 2 * n], "<i2")
+            at = round(k * sr / fps)
+            latency.append(now - sent[min(at // step, n_chunks - 1)])
+            offsets.append(_offset(audio, pcm, at))
+            first, last = first or now, now
+        await sender
+    lat = np.array(latency) * 1000
+    return {
+        "frames": len(lat),
+        "fps": (len(lat) - 1) / (last - first),
+        "median_ms": float(np.median(lat)),
+        "p95_ms": float(np.percentile(lat, 95)),
+        "max_av_offset_samples": int(np.max(np.abs(offsets))),
+        "lookahead_ms": ready["lookahead"] * 1000,
+    }
+
+
+def _offset(audio: np.ndarray, sent: np.ndarray, at: int) -> int:
+    """Where a frame's audio matches what was sent, relative to its index (0 = in sync; 9999 = not found)."""
+    for shift in (0, *[s for d in range(1, 161) for s in (d, -d)]):
+        a = at + shift
+        if a >= 0 and np.array_equal(sent[a : a + len(audio)], audio):
+            return shift
+    return 9999
+
+
+def rss_mb(pid: int) -> float:
+    """A process's resident memory, MB."""
+    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+        if line.startswith("VmRSS:"):
+            return int(line.split()[1]) / 1024
+    return float("nan")
+
+
+def start_server(inputs: dict[str, str], port: int) -> subprocess.Popen:
+    """`hygie serve` with the 720p template, waited for."""
+    cmd = [sys.executable, "-m", "hygie_lib.cli", "serve", "--model", inputs["model"], "--template", inputs["template"]]
+    proc = subprocess.Popen([*cmd, "--port", str(port), "--max-sessions", "16"], cwd=ROOT, stdout=subprocess.DEVNULL)
+    for _ in range(1200):
+        try:
+            json.load(urlopen(f"http://127.0.0.1:{port}/templates"))
+            return proc
+        except OSError:
+            if proc.poll() is not None:
+                sys.exit("hygie serve did not start")
+            time.sleep(0.1)
+    sys.exit("hygie serve did not answer in 2 minutes")
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--model", help="checkpoint (default: an untrained model of params.yaml's config)")
+    ap.add_argument("--size", type=int, default=128, help="IMG_SIZE of the untrained model (default: 128)")
+    ap.add_argument("--seconds", type=float, default=60.0, help="length of the single session")
+    ap.add_argument("--chunk-ms", type=float, default=20.0, help="audio per message, as a microphone sends it")
+    ap.add_argument("--sessions", type=int, nargs="*", default=[1, 2, 3], help="concurrent sessions to try")
+    ap.add_argument("--load-seconds", type=float, default=20.0)
+    ap.add_argument("--screenshot", type=Path, help="write the page, playing, to this PNG")
+    args = ap.parse_args()
+    if not (ROOT / "data" / "raw" / "template_idle.mp4").is_file():
+        sys.exit("data/raw/template_idle.mp4: not found. Run `hygie demo-data` first.")
+    with tempfile.TemporaryDirectory() as tmp, socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+        s.close()
+        longest = max(args.seconds, args.load_seconds)
+        inputs = make_inputs(Path(tmp), args.model, longest + 5, args.size)
+        speech = load_audio(inputs["audio"], 16000)
+        server = start_server(inputs, port)
+        url = f"http://127.0.0.1:{port}/live?template={Path(inputs['template']).stem}"
+        try:
+            start_mb = rss_mb(server.pid)
+            one = asyncio.run(session(url, speech, args.seconds, args.chunk_ms))
+            print(
+                f"\none session, {args.seconds:.0f} s at 1280x720, {args.chunk_ms:.0f} ms chunks: latency median "
+                f"{one['median_ms']:.0f} ms, p95 {one['p95_ms']:.0f} ms (lookahead {one['lookahead_ms']:.0f} ms); "
+                f"{one['fps']:.2f} frames/s; A/V offset at most {one['max_av_offset_samples']} samples over "
+                f"{one['frames']} frames; server memory {start_mb:.0f} -> {rss_mb(server.pid):.0f} MB"
+            )
+            print(f"\n{'sessions':>8}{'frames/s (worst)':>18}{'median ms':>11}{'p95 ms (worst)':>16}  real time")
+            for n in args.sessions:
+
+                async def many(n=n):
+                    return await asyncio.gather(
+                        *(session(url, speech, args.load_seconds, args.chunk_ms) for _ in range(n))
+                    )
+
+                runs = asyncio.run(many())
+                fps, p95 = min(r["fps"] for r in runs), max(r["p95_ms"] for r in runs)
+                med = np.median([r["median_ms"] for r in runs])
+                print(f"{n:>8}{fps:>18.2f}{med:>11.0f}{p95:>16.0f}  {'yes' if fps >= 24 and p95 <= 300 else 'no'}")
+            if args.screenshot:
+                from cdp import Browser
+
+                page = Browser(f"http://127.0.0.1:{port}/?connect", microphone=inputs["audio"], size=(1360, 1000))
+                try:
+                    page.wait("hygie.ready")
+                    page.js("document.getElementById('mic').click()")
+                    page.wait("hygie.drawn > 100")
+                    page.screenshot(args.screenshot)
+                finally:
+                    page.close()
+                print(f"\n{args.screenshot}: the page, playing")
+        finally:
+            server.terminate()
+            server.wait(10)
+
+
+if __name__ == "__main__":
+    main()
