@@ -9,7 +9,6 @@ LOOP_JPEG, about a tenth of the raw size) so no frame is decoded twice and no ju
 from __future__ import annotations
 
 import os
-import sys
 import tempfile
 import time
 from collections import defaultdict
@@ -95,29 +94,33 @@ def check_audio(path: str | os.PathLike, sr: int = 16000) -> None:
         raise HygieError(f"{path}: the audio is silent (peak below {SILENCE}). Give a file with speech in it.")
 
 
-class Painter:
-    """The template played ping-pong with new mouths pasted in, a batch of output frames at a time: the one place
-    output frames are made, for `render` and for live sessions (hygie_lib.live).
+Images = Iterator[tuple[int, np.ndarray, tuple[int, int]]]  # (template frame, its image, the image's origin)
 
-    `mouth` (MOUTHS): "generate" draws the mouth with the model; "retrieve" pastes the real mouth of the `library`
-    that `paint` is given for each frame; "blend" has the model draw it, shown that real mouth as its reference.
-    Frames without a face pass through untouched. `n_out`: the frames to make (None: as many as asked for). Seconds
-    spent per step are added to `seconds`.
+
+class Painter:
+    """The template's images with new mouths pasted in, a batch of output frames at a time: the one place output
+    frames are made, for `render` (whole frames, `video_images`) and live sessions (mouth regions, hygie_lib.live).
+
+    `images` yields, for output frames 0, 1, ..., the template frame shown, its image (the whole frame, or a part
+    of it) and where that image's top-left corner lies in the frame. `mouth` (MOUTHS): "generate" draws the mouth
+    with the model; "retrieve" pastes the real mouth of the `library` that `paint` is given for each frame; "blend"
+    has the model draw it, shown that real mouth as its reference. Frames without a face pass through untouched.
+    Seconds spent per step are added to `seconds`; `name` is the template's, for messages.
     """
 
     def __init__(
         self,
         model: MouthModel,
         template: Crops,
-        template_video: str | os.PathLike,
+        images: Images,
         *,
+        name: str | os.PathLike,
         blend: str = "poisson",
         mouth: str = "generate",
         library: MouthLibrary | None = None,
-        n_out: int | None = None,
         seconds: dict[str, float] | None = None,
     ) -> None:
-        model.check_crops(template, template_video)
+        model.check_crops(template, name)
         check_choice("render.mouth", mouth, MOUTHS)
         check_choice("render.blend", blend, tuple(BLENDS))
         if model.backend == "library" and mouth != "retrieve":
@@ -127,9 +130,7 @@ class Painter:
         if mouth != "generate" and library is None:
             raise HygieError(f"render.mouth {mouth}: retrieve and blend need a mouth library, models/library.npz.")
         self.model, self.template, self.blend, self.mouth, self.library = model, template, blend, mouth, library
-        self.refs = reference_indices(template.face)
-        n = len(template.crops)
-        self.frames = pingpong_frames(template_video, template.fps, n, sys.maxsize if n_out is None else n_out)
+        self.images, self.refs = images, reference_indices(template.face)
         self.k = 0  # the next output frame
         self.seconds = defaultdict(float) if seconds is None else seconds
 
@@ -138,15 +139,16 @@ class Painter:
         n: int,
         conditions: Callable[[np.ndarray, np.ndarray, np.ndarray], np.ndarray] | None,
         picks: np.ndarray | None = None,
-    ) -> list[np.ndarray]:
-        """The next `n` output RGB frames. `conditions(output frames, landmarks, boxes)`: the model's condition input
-        for those with a face (unused by retrieve); `picks` [n]: each frame's library mouth (retrieve, blend)."""
+    ) -> list[tuple[int, np.ndarray, tuple[int, int]]]:
+        """The next `n` output frames, as `images` gives them, with the new mouths pasted in. `conditions(output
+        frames, landmarks, boxes)`: the model's condition input for those with a face (unused by retrieve);
+        `picks` [n]: each frame's library mouth (retrieve, blend)."""
         seconds, template, model = self.seconds, self.template, self.model
         ks = np.arange(self.k, self.k + n)
         self.k += n
         t = time.perf_counter()
-        chunk = [next(self.frames) for _ in ks]
-        idx = np.array([i for i, _ in chunk], np.int64)
+        chunk = [next(self.images) for _ in ks]
+        idx = np.array([i for i, _, _ in chunk], np.int64)
         seconds["decode"] += _lap(t)
         t = time.perf_counter()
         face = template.face[idx]
@@ -165,13 +167,19 @@ class Painter:
             mouths = ref if self.mouth == "retrieve" else model.generate(crops, ref, cond)
         seconds["model"] += _lap(t)
         out = []
-        for j, (i, frame) in zip(np.cumsum(face) - 1, chunk):
+        for j, (i, image, (x0, y0)) in zip(np.cumsum(face) - 1, chunk):
             t = time.perf_counter()
             if template.face[i]:
-                frame = paste_mouth(frame, mouths[j], template.boxes[i], model.mask, mode=self.blend)
+                box = template.boxes[i] - np.array([x0, y0, 0.0])  # in the image's own coordinates
+                image = paste_mouth(image, mouths[j], box, model.mask, mode=self.blend)
             seconds["blend"] += _lap(t)
-            out.append(frame)
+            out.append((i, image, (x0, y0)))
         return out
+
+
+def video_images(video: str | os.PathLike, fps: float, n_template: int, n_out: int) -> Images:
+    """A `Painter`'s images from the template video: whole frames, played ping-pong (`pingpong_frames`)."""
+    return ((i, frame, (0, 0)) for i, frame in pingpong_frames(video, fps, n_template, n_out))
 
 
 def render_frames(
@@ -188,8 +196,9 @@ def render_frames(
 ) -> Iterator[np.ndarray]:
     """Output RGB frames, one per video frame of `mel`: template frames with the mouth drawn from the audio (a
     `Painter` fed what the model hears of the whole audio; see there for `mouth`, `library`, `seconds`)."""
+    images = video_images(template_video, template.fps, len(template.crops), mel.n_frames)
     painter = Painter(
-        model, template, template_video, blend=blend, mouth=mouth, library=library, n_out=mel.n_frames, seconds=seconds
+        model, template, images, name=template_video, blend=blend, mouth=mouth, library=library, seconds=seconds
     )
     t = time.perf_counter()
     # the whole audio at once: a shape model smooths its mouth shapes over time; retrieve draws nothing
@@ -198,9 +207,9 @@ def render_frames(
     painter.seconds["cond"] += _lap(t)
     for k0 in range(0, mel.n_frames, batch):
         n = min(batch, mel.n_frames - k0)
-        yield from painter.paint(
-            n, None if heard is None else heard.conditions, None if picks is None else picks[k0 : k0 + n]
-        )
+        conditions = None if heard is None else heard.conditions
+        for _, frame, _ in painter.paint(n, conditions, None if picks is None else picks[k0 : k0 + n]):
+            yield frame
 
 
 def _retrieve(model: MouthModel, mel: Mel, library: MouthLibrary | None) -> np.ndarray:

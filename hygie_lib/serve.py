@@ -1,13 +1,15 @@
 """`hygie serve`: live talking heads over WebSocket, and the page that plays them (hygie_lib/web/index.html).
 
-One WebSocket per session, at /live?template=NAME. The server says `{"ready": {...}}` (frame rate, sample rate,
-size, the model's lookahead), then the client sends speech as binary messages of 16-bit little-endian mono PCM at
-that sample rate, any size up to MAX_MESSAGE, or text messages: `{"say": "text", "voice": "en-us"}` (spoken by
-the offline TTS). Audio is played into the session at the pace of real time: what comes faster (a file, a
-sentence) waits its turn, and when nothing comes for JITTER seconds the server plays silence, so the template
-stays alive with its mouth closed. Each frame goes back as one binary message: FRAME_HEADER (b"F", frame index,
-the frame's latency in ms, its sample count), its audio (int16) and the frame as JPEG. Bad input gets
-`{"error": ...}` and the session goes on; a session that disconnects frees its decoder and its cache.
+A client first fetches a template's frames, `/frames?template=NAME` (FRAMES_HEADER: b"HYGT" and the count, each
+JPEG's size, then the JPEGs), then opens one WebSocket per session at /live?template=NAME. The server says
+`{"ready": {...}}` (frame rate, sample rate, size, the model's lookahead); the client sends speech as binary
+messages of 16-bit little-endian mono PCM at that sample rate, any size up to MAX_MESSAGE, or text messages:
+`{"say": "text", "voice": "en-us"}` (spoken by the offline TTS). Audio is played into the session at the pace of
+real time: what comes faster (a file, a sentence) waits its turn, and when nothing comes for JITTER seconds the
+server plays silence, so the template stays alive with its mouth closed. Each frame goes back as one binary
+message: FRAME_HEADER (b"F", frame index, template frame, the frame's latency in ms, its sample count, the mouth
+region's origin), its audio (int16) and the mouth region as JPEG (empty: show the template frame as it is). Bad
+input gets `{"error": ...}` and the session goes on; a session that disconnects frees what it held.
 """
 
 from __future__ import annotations
@@ -29,10 +31,11 @@ from aiohttp import WSMsgType, web
 from hygie_lib.crops import Crops
 from hygie_lib.inference import MouthModel
 from hygie_lib.io import HygieError
-from hygie_lib.live import LiveSession
+from hygie_lib.live import LiveSession, TemplateFrames
 from hygie_lib.render import check_template_video
 
-FRAME_HEADER = struct.Struct("<cIHI")  # b"F", frame index, latency (ms), audio samples
+FRAME_HEADER = struct.Struct("<cIIHIHH")  # b"F", frame index, template frame, latency (ms), samples, region x, y
+FRAMES_HEADER = struct.Struct("<4sI")  # b"HYGT", number of template frames (then their JPEG sizes, uint32 each)
 MAX_MESSAGE = 1 << 20  # bytes: 32 s of 16 kHz audio per message at most
 MAX_PENDING = 600.0  # seconds of speech a session may queue ahead of real time
 JITTER = 0.1  # seconds a client's audio may come early or late: later, silence fills in (and delays what follows)
@@ -41,10 +44,10 @@ PAGE = Path(__file__).parent / "web" / "index.html"
 
 @dataclass(frozen=True)
 class Template:
-    """A template a client may pick: its video and its prepared crops."""
+    """A template a client may pick: its prepared crops, its frames decoded once, its size."""
 
-    video: Path
     crops: Crops
+    frames: TemplateFrames
     width: int
     height: int
 
@@ -75,7 +78,7 @@ class Server:
         templates: dict[str, Template],
         *,
         blend: str = "feather",
-        quality: int = 80,
+        quality: int = 90,
         max_sessions: int = 8,
     ) -> None:
         self.model, self.templates, self.blend, self.quality = model, templates, blend, quality
@@ -86,6 +89,7 @@ class Server:
         app = web.Application(client_max_size=MAX_MESSAGE)
         app.router.add_get("/", self.page)
         app.router.add_get("/templates", self.list_templates)
+        app.router.add_get("/frames", self.template_frames)
         app.router.add_get("/live", self.live)
         return app
 
@@ -97,6 +101,15 @@ class Server:
         """The templates a client may pick, with their sizes."""
         out = {name: {"width": t.width, "height": t.height} for name, t in self.templates.items()}
         return web.json_response({"templates": out, "sessions": self.sessions, "max_sessions": self.max_sessions})
+
+    async def template_frames(self, request: web.Request) -> web.Response:
+        """A template's frames for the client: FRAMES_HEADER, each JPEG's size, the JPEGs."""
+        name = request.query.get("template", "")
+        if name not in self.templates:
+            raise web.HTTPNotFound(text=f"unknown template {name!r}; one of: {', '.join(self.templates)}.")
+        jpegs = self.templates[name].frames.jpegs
+        sizes = np.array([len(j) for j in jpegs], "<u4").tobytes()
+        return web.Response(body=FRAMES_HEADER.pack(b"HYGT", len(jpegs)) + sizes + b"".join(jpegs))
 
     async def live(self, request: web.Request) -> web.WebSocketResponse:
         """One live session, from its WebSocket's opening to its closing."""
@@ -110,23 +123,17 @@ class Server:
             await _close_with(ws, f"the server is full ({self.max_sessions} sessions); try again later.")
             return ws
         self.sessions += 1
-        # the session's own thread: its work runs in order (closing last), beside other sessions' and the event loop
+        # the session's own thread: its work runs in order, beside other sessions' and the event loop
         worker = ThreadPoolExecutor(1, thread_name_prefix="hygie-session")
-        loop = asyncio.get_running_loop()
-        session = None
         try:
             t = self.templates[name]
-            session = await loop.run_in_executor(
-                worker, lambda: LiveSession(self.model, t.crops, t.video, blend=self.blend)
-            )
+            session = LiveSession(self.model, t.crops, t.frames, name=name, blend=self.blend)
             d = self.model.data
             ready = {"fps": d.fps, "sr": d.sr, "width": t.width, "height": t.height, "lookahead": self.model.lookahead}
             await ws.send_json({"ready": ready})
             await self._run(ws, session, worker)
         finally:
             self.sessions -= 1
-            if session is not None:
-                worker.submit(session.close)
             worker.shutdown(wait=False)
         return ws
 
@@ -180,16 +187,18 @@ class Server:
             reader.cancel()
 
     def _frames(self, session: LiveSession, chunk: np.ndarray, timeline: Timeline) -> list[bytes]:
-        """The frame messages for a chunk of audio (in a worker thread): each frame as JPEG, with its audio."""
-        made = session.push(chunk)
+        """The frame messages for a chunk of audio (in a worker thread): each mouth region as JPEG, with its audio."""
         messages = []
-        for k, (frame, audio) in enumerate(made, session.frames_out - len(made)):
-            _, jpeg = cv2.imencode(".jpg", frame[..., ::-1], [cv2.IMWRITE_JPEG_QUALITY, self.quality])
-            latency = time.monotonic() - timeline.arrival(round(k * session.sr / session.fps))
-            pcm = (np.clip(audio, -1, 1) * 32767).astype("<i2").tobytes()
-            messages.append(
-                FRAME_HEADER.pack(b"F", k, min(65535, round(latency * 1000)), len(audio)) + pcm + jpeg.tobytes()
-            )
+        for f in session.push(chunk):
+            region = b""
+            if f.region is not None:
+                region = cv2.imencode(".jpg", f.region[..., ::-1], [cv2.IMWRITE_JPEG_QUALITY, self.quality])[
+                    1
+                ].tobytes()
+            latency = time.monotonic() - timeline.arrival(round(f.index * session.sr / session.fps))
+            pcm = (np.clip(f.audio, -1, 1) * 32767).astype("<i2").tobytes()
+            ms = min(65535, round(latency * 1000))
+            messages.append(FRAME_HEADER.pack(b"F", f.index, f.template, ms, len(f.audio), *f.origin) + pcm + region)
         return messages
 
     def _command(self, text: str, sr: int) -> np.ndarray:
@@ -240,11 +249,13 @@ async def _close_with(ws: web.WebSocketResponse, error: str) -> None:
 
 
 def load_templates(paths: list[str | os.PathLike], model: MouthModel) -> dict[str, Template]:
-    """Templates by name (the file's stem), prepared with the model's crop settings."""
+    """Templates by name (the file's stem), prepared with the model's crop settings and decoded once."""
     from hygie_lib.render import prepare_template
 
     out = {}
     for path in map(Path, paths):
         info = check_template_video(path)
-        out[path.stem] = Template(path, prepare_template(path, model.data), info.width, info.height)
+        crops = prepare_template(path, model.data)
+        model.check_crops(crops, path)
+        out[path.stem] = Template(crops, TemplateFrames.of(path, crops), info.width, info.height)
     return out

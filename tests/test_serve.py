@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+from typing import NamedTuple
 
 import cv2
 import numpy as np
@@ -14,8 +15,9 @@ from aiohttp.test_utils import TestClient, TestServer
 
 from hygie_lib.audio import load_audio
 from hygie_lib.inference import MouthModel
+from hygie_lib.live import TemplateFrames
 from hygie_lib.render import check_template_video
-from hygie_lib.serve import FRAME_HEADER, MAX_MESSAGE, Server, Template
+from hygie_lib.serve import FRAME_HEADER, FRAMES_HEADER, MAX_MESSAGE, Server, Template
 
 SR = 16000
 
@@ -23,8 +25,10 @@ SR = 16000
 @pytest.fixture(scope="module")
 def server(demo):
     model, video = MouthModel(demo["model"], backend="torch"), demo["template_video"]
-    info = check_template_video(video)
-    return Server(model, {"idle": Template(video, demo["template"], info.width, info.height)}, max_sessions=2)
+    info, tpl = check_template_video(video), demo["template"]
+    return Server(
+        model, {"idle": Template(tpl, TemplateFrames.of(video, tpl), info.width, info.height)}, max_sessions=2
+    )
 
 
 def run(server: Server, scenario) -> object:
@@ -37,13 +41,23 @@ def run(server: Server, scenario) -> object:
     return asyncio.run(main())
 
 
-def parse(data: bytes) -> tuple[int, int, np.ndarray, np.ndarray]:
-    """A frame message -> (frame index, latency ms, audio int16, RGB frame)."""
-    _, k, latency, n = FRAME_HEADER.unpack_from(data)
+class Frame(NamedTuple):
+    index: int
+    template: int
+    latency_ms: int
+    audio: np.ndarray  # int16
+    origin: tuple[int, int]
+    region: np.ndarray | None  # RGB
+
+
+def parse(data: bytes) -> Frame:
+    """A frame message."""
+    _, k, t, latency, n, x0, y0 = FRAME_HEADER.unpack_from(data)
     at = FRAME_HEADER.size
     audio = np.frombuffer(data[at : at + 2 * n], "<i2")
-    frame = cv2.imdecode(np.frombuffer(data[at + 2 * n :], np.uint8), cv2.IMREAD_COLOR)[..., ::-1]
-    return k, latency, audio, frame
+    jpeg = np.frombuffer(data[at + 2 * n :], np.uint8)
+    region = cv2.imdecode(jpeg, cv2.IMREAD_COLOR)[..., ::-1] if len(jpeg) else None
+    return Frame(k, t, latency, audio, (x0, y0), region)
 
 
 async def frames_for(ws, seconds: float, until=lambda frames: False) -> tuple[list, list[str]]:
@@ -80,13 +94,15 @@ def test_speech_comes_back_as_frames_with_their_audio_in_real_time(server, demo)
 
     ready, frames, texts, took = run(server, scenario)
     assert ready["fps"] == 25 and ready["sr"] == SR and texts == []
-    ks = [k for k, *_ in frames]
+    ks = [f.index for f in frames]
     assert ks == list(range(60)) and took > 60 / 25 - 0.5  # in order, none lost, no faster than real time
-    assert all(len(a) == SR // 25 for _, _, a, _ in frames)
-    heard = np.concatenate([a for _, _, a, _ in frames]).astype(np.float32) / 32767
+    assert all(len(f.audio) == SR // 25 for f in frames)
+    heard = np.concatenate([f.audio for f in frames]).astype(np.float32) / 32767
     n = min(len(heard), len(speech))
     assert np.abs(heard[:n] - speech[:n]).max() < 1e-3  # each frame carries the very audio it was drawn from
-    assert frames[0][3].shape == (ready["height"], ready["width"], 3)
+    assert [f.template for f in frames[48:52]] == [48, 49, 48, 47]  # the 50-frame template, back and forth
+    region, (x0, y0) = frames[0].region, frames[0].origin
+    assert 0 < x0 < x0 + region.shape[1] < ready["width"] and 0 < y0 < y0 + region.shape[0] < ready["height"]
 
 
 def test_silence_keeps_the_face_moving_and_text_is_spoken(server):
@@ -95,14 +111,14 @@ def test_silence_keeps_the_face_moving_and_text_is_spoken(server):
         await ws.receive_json()
         idle, _ = await frames_for(ws, 20, until=lambda f: len(f) >= 15)  # nothing sent: silence
         await ws.send_str(json.dumps({"say": "Hello there"}))
-        spoken, texts = await frames_for(ws, 20, until=lambda f: any(np.abs(a).max() > 3000 for _, _, a, _ in f))
+        spoken, texts = await frames_for(ws, 20, until=lambda f: any(np.abs(x.audio).max() > 3000 for x in f))
         await ws.close()
         return idle, spoken, texts
 
     idle, spoken, texts = run(server, scenario)
-    assert len(idle) == 15 and all(not a.any() for _, _, a, _ in idle)
-    assert not np.array_equal(idle[0][3], idle[10][3])  # the template plays on
-    assert texts == [] and max(np.abs(a).max() for _, _, a, _ in spoken) > 3000  # the TTS speech came back
+    assert len(idle) == 15 and all(not f.audio.any() for f in idle)
+    assert [f.template for f in idle] == list(range(15))  # the template plays on
+    assert texts == [] and max(np.abs(f.audio).max() for f in spoken) > 3000  # the TTS speech came back
 
 
 def test_bad_input_gets_an_error_and_the_session_goes_on(server):
@@ -151,8 +167,15 @@ def test_sessions_are_limited_and_freed_on_disconnect(server):
                 break
             await asyncio.sleep(0.1)
         page = await (await client.get("/")).text()
-        return refused, busy, server.sessions, page
+        frames = await (await client.get("/frames?template=idle")).read()
+        missing = (await client.get("/frames?template=nope")).status
+        return refused, busy, server.sessions, page, frames, missing
 
-    refused, busy, after, page = run(server, scenario)
+    refused, busy, after, page, frames, missing = run(server, scenario)
     assert "full (2 sessions)" in refused and busy == 2 and after == 0
     assert "<canvas" in page and "/live?template=" in page
+    magic, n = FRAMES_HEADER.unpack_from(frames)
+    sizes = np.frombuffer(frames[FRAMES_HEADER.size : FRAMES_HEADER.size + 4 * n], "<u4")
+    assert magic == b"HYGT" and n == 50 and len(frames) == FRAMES_HEADER.size + 4 * n + sizes.sum()
+    first = np.frombuffer(frames[FRAMES_HEADER.size + 4 * n :][: sizes[0]], np.uint8)
+    assert cv2.imdecode(first, cv2.IMREAD_COLOR).shape[:2] == (512, 512) and missing == 404
