@@ -60,18 +60,19 @@ async def session(url: str, speech: np.ndarray, seconds: float, chunk_ms: float)
                 await ws.send_bytes(pcm[i * step : (i + 1) * step].tobytes())
 
         sender = asyncio.create_task(send())
-        latency, offsets, first, last = [], [], None, None
+        latency, offsets, first, last, region = [], [], None, None, 0
         n_frames = int(n_chunks * step / sr * fps) - int(np.ceil(ready["lookahead"] * fps)) - 1
         while len(latency) < n_frames:
             msg = await ws.receive(timeout=30)
             if msg.type != aiohttp.WSMsgType.BINARY:
                 raise RuntimeError(f"server said {msg.data!r}")
             now = time.monotonic()
-            _, k, _, n = FRAME_HEADER.unpack_from(msg.data)
+            _, k, _, _, n, _, _ = FRAME_HEADER.unpack_from(msg.data)
             audio = np.frombuffer(msg.data[FRAME_HEADER.size : FRAME_HEADER.size + 2 * n], "<i2")
             at = round(k * sr / fps)
             latency.append(now - sent[min(at // step, n_chunks - 1)])
             offsets.append(_offset(audio, pcm, at))
+            region = max(region, len(msg.data) - FRAME_HEADER.size - 2 * n)
             first, last = first or now, now
         await sender
     lat = np.array(latency) * 1000
@@ -82,6 +83,7 @@ async def session(url: str, speech: np.ndarray, seconds: float, chunk_ms: float)
         "p95_ms": float(np.percentile(lat, 95)),
         "max_av_offset_samples": int(np.max(np.abs(offsets))),
         "lookahead_ms": ready["lookahead"] * 1000,
+        "region_kb": region / 1000,
     }
 
 
@@ -145,7 +147,8 @@ def main() -> None:
                 f"\none session, {args.seconds:.0f} s at 1280x720, {args.chunk_ms:.0f} ms chunks: latency median "
                 f"{one['median_ms']:.0f} ms, p95 {one['p95_ms']:.0f} ms (lookahead {one['lookahead_ms']:.0f} ms); "
                 f"{one['fps']:.2f} frames/s; A/V offset at most {one['max_av_offset_samples']} samples over "
-                f"{one['frames']} frames; server memory {start_mb:.0f} -> {rss_mb(server.pid):.0f} MB"
+                f"{one['frames']} frames; server memory {start_mb:.0f} -> {rss_mb(server.pid):.0f} MB; "
+                f"mouth regions up to {one['region_kb']:.0f} kB"
             )
             print(f"\n{'sessions':>8}{'frames/s (worst)':>18}{'median ms':>11}{'p95 ms (worst)':>16}  real time")
             for n in args.sessions:
@@ -173,7 +176,10 @@ def main() -> None:
                 print(f"\n{args.screenshot}: the page, playing")
         finally:
             server.terminate()
-            server.wait(10)
+            try:
+                server.wait(10)
+            except subprocess.TimeoutExpired:
+                server.kill()
 
 
 if __name__ == "__main__":

@@ -190,11 +190,7 @@ class Server:
         """The frame messages for a chunk of audio (in a worker thread): each mouth region as JPEG, with its audio."""
         messages = []
         for f in session.push(chunk):
-            region = b""
-            if f.region is not None:
-                region = cv2.imencode(".jpg", f.region[..., ::-1], [cv2.IMWRITE_JPEG_QUALITY, self.quality])[
-                    1
-                ].tobytes()
+            region = b"" if f.region is None else _jpeg(f.region, self.quality)
             latency = time.monotonic() - timeline.arrival(round(f.index * session.sr / session.fps))
             pcm = (np.clip(f.audio, -1, 1) * 32767).astype("<i2").tobytes()
             ms = min(65535, round(latency * 1000))
@@ -213,6 +209,11 @@ class Server:
             raise HygieError('unknown command; send {"say": "text", "voice": "en-us"} or binary PCM.')
         y, tts_sr = speak(cmd["say"], voice=str(cmd.get("voice", "en-us")))
         return resample(y, tts_sr, sr)
+
+
+def _jpeg(rgb: np.ndarray, quality: int) -> bytes:
+    """An RGB image as JPEG bytes."""
+    return cv2.imencode(".jpg", np.ascontiguousarray(rgb[..., ::-1]), [cv2.IMWRITE_JPEG_QUALITY, quality])[1].tobytes()
 
 
 def pcm_of(data: bytes) -> np.ndarray:
