@@ -12,8 +12,12 @@ localhost WebSockets in real time, --chunk-ms at a time, as a microphone does. F
   2. --sessions N at once (each for --load-seconds): real time while every session gets >= 24 frames/s with p95
      latency <= 300 ms.
 --screenshot PATH: the page in headless Chromium (Debian's chromium) playing the speech through its microphone.
+--sync MODEL (a model trained on the demo speaker, e.g. `make demo`'s models/best.pt): the mouth against the audio
+  over a long session, no server: a LiveSession fed the demo's new audio (data/raw, tiled to --seconds) 20 ms at a
+  time; the first and the last minute of its frames, composed, written to a video and read by FaceMesh; their
+  mouth aperture against the demo speaker's ground truth: correlation and lag (0 = in sync; equal = no drift).
 Usage: python benchmarks/live.py [--model M | --size 128] [--seconds 60] [--chunk-ms 20] [--sessions 1 2 3]
-       [--load-seconds 20] [--screenshot PATH]   (needs the demo template: `hygie demo-data`)
+       [--load-seconds 20] [--screenshot PATH] [--sync MODEL]   (needs the demo template: `hygie demo-data`)
 """
 
 from __future__ import annotations
@@ -30,6 +34,7 @@ from pathlib import Path
 from urllib.request import urlopen
 
 import aiohttp
+import cv2
 import numpy as np
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -39,7 +44,13 @@ sys.path.insert(0, str(ROOT / "tests"))  # the headless Chromium driver of the b
 from render import make_inputs  # noqa: E402
 
 from hygie_lib.audio import load_audio  # noqa: E402
+from hygie_lib.inference import MouthModel  # noqa: E402
+from hygie_lib.landmarks import detect_video  # noqa: E402
+from hygie_lib.live import LiveFrame, LiveSession, TemplateFrames  # noqa: E402
+from hygie_lib.metrics import mouth_aperture, sync  # noqa: E402
+from hygie_lib.render import prepare_template  # noqa: E402
 from hygie_lib.serve import FRAME_HEADER  # noqa: E402
+from hygie_lib.video import VideoWriter  # noqa: E402
 
 
 async def session(url: str, speech: np.ndarray, seconds: float, chunk_ms: float) -> dict:
@@ -119,6 +130,48 @@ def start_server(inputs: dict[str, str], port: int) -> subprocess.Popen:
     sys.exit("hygie serve did not answer in 2 minutes")
 
 
+def sync_check(model_path: str, seconds: float, chunk_ms: float, work: Path) -> None:
+    """The A/V sync of a long live session: aperture against ground truth in its first and last minute."""
+    import pandas as pd
+
+    raw = ROOT / "data" / "raw"
+    model = MouthModel(model_path)
+    fps, sr, video = model.data.fps, model.data.sr, raw / "template_idle.mp4"
+    tpl = prepare_template(video, model.data)
+    frames = TemplateFrames.of(video, tpl)
+    speech = load_audio(raw / "new_audio.wav", sr)
+    truth = pd.read_parquet(raw / "demo_truth.parquet").query("clip == 'new_audio'").sort_values("frame")
+    if len(speech) != round(len(truth) * sr / fps):
+        sys.exit(f"{raw}: new_audio.wav is not a whole number of frames long; remake it with `hygie demo-data`.")
+    reps = int(np.ceil(seconds * sr / len(speech)))
+    audio, openness = np.tile(speech, reps)[: int(seconds * sr)], np.tile(truth["openness"].to_numpy(), reps)
+    n = int(seconds * fps) - int(np.ceil(model.lookahead * fps)) - 1  # the frames the audio completes
+    minute = min(int(60 * fps), n // 2)  # frames in a "minute" (shorter sessions: half each)
+    kept = {k: i for i, k in enumerate([*range(minute), *range(n - minute, n)])}
+    session = LiveSession(model, tpl, frames, blend="feather")
+    step, t = round(sr * chunk_ms / 1000), time.perf_counter()
+    h, w = cv2.imdecode(np.frombuffer(frames.jpegs[0], np.uint8), cv2.IMREAD_COLOR).shape[:2]
+    with VideoWriter(work / "sync.mp4", fps, w, h) as out:
+        for i in range(0, len(audio), step):
+            for f in session.push(audio[i : i + step]):
+                if f.index in kept:
+                    out.write(compose(frames, f))
+    print(f"\nsync check: {seconds:.0f} s live session made in {time.perf_counter() - t:.0f} s")
+    ap = mouth_aperture(detect_video(work / "sync.mp4", fps, progress=False))
+    for name, ks in (("first minute", range(minute)), ("last minute", range(n - minute, n))):
+        corr, lag = sync(ap[[kept[k] for k in ks]], openness[list(ks)])
+        print(f"  {name} (frames {ks.start}-{ks.stop - 1}): aperture vs ground truth r = {corr:.3f}, lag {lag} frames")
+
+
+def compose(frames: TemplateFrames, f: LiveFrame) -> np.ndarray:
+    """A live frame as the page draws it: its template frame, the mouth region over it."""
+    frame = cv2.imdecode(np.frombuffer(frames.jpegs[f.template], np.uint8), cv2.IMREAD_COLOR)[..., ::-1].copy()
+    if f.region is not None:
+        (x0, y0), (h, w) = f.origin, f.region.shape[:2]
+        frame[y0 : y0 + h, x0 : x0 + w] = f.region
+    return frame
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--model", help="checkpoint (default: an untrained model of params.yaml's config)")
@@ -128,9 +181,14 @@ def main() -> None:
     ap.add_argument("--sessions", type=int, nargs="*", default=[1, 2, 3], help="concurrent sessions to try")
     ap.add_argument("--load-seconds", type=float, default=20.0)
     ap.add_argument("--screenshot", type=Path, help="write the page, playing, to this PNG")
+    ap.add_argument("--sync", metavar="MODEL", help="only the A/V sync check, with this demo-speaker model")
     args = ap.parse_args()
     if not (ROOT / "data" / "raw" / "template_idle.mp4").is_file():
         sys.exit("data/raw/template_idle.mp4: not found. Run `hygie demo-data` first.")
+    if args.sync:
+        with tempfile.TemporaryDirectory() as tmp:
+            sync_check(args.sync, args.seconds, args.chunk_ms, Path(tmp))
+        return
     with tempfile.TemporaryDirectory() as tmp, socket.socket() as s:
         s.bind(("127.0.0.1", 0))
         port = s.getsockname()[1]
