@@ -9,8 +9,11 @@ crop side --size). Then, on a clock that counts training alone (preparing, rende
               (validating every --eval-every steps; train.patience scaled to stop after as many steps).
 Each row: the rendered video's mouth aperture against the synthetic speaker's ground truth (render_truth_corr, the
 demo target is >= 0.95) and the sync expert's confidence in it. Rows print as they come, and go to --out/table.csv.
+Training stops at the last of --minutes unless --full (the whole budget, timed end to end); --resume continues an
+interrupted run in --out (its recording, prepared data and sync expert read back; the clock goes on from where it
+stopped).
 Usage: python benchmarks/quality_time.py [--seconds 300] [--size 160] [--steps 5000] [--minutes 5 10 20 30 60]
-       [--eval-every 100] [--out /tmp/quality_time]
+       [--eval-every 100] [--full] [--resume] [--out /tmp/quality_time]
 """
 
 from __future__ import annotations
@@ -38,7 +41,7 @@ from hygie_lib.landmarks import detect_video  # noqa: E402
 from hygie_lib.render import render  # noqa: E402
 from hygie_lib.retrieve import build_library  # noqa: E402
 from hygie_lib.split import time_split  # noqa: E402
-from hygie_lib.syncnet import learn_sync  # noqa: E402
+from hygie_lib.syncnet import SyncExpert, learn_sync  # noqa: E402
 from hygie_lib.synth import make_demo_data  # noqa: E402
 from hygie_lib.train import NoLive, TrainConfig, fit  # noqa: E402
 
@@ -50,6 +53,8 @@ def main() -> None:
     ap.add_argument("--steps", type=int, help="training budget (default: params.yaml's train.steps)")
     ap.add_argument("--minutes", type=float, nargs="+", default=[5, 10, 20, 30, 60])
     ap.add_argument("--eval-every", type=int, default=100, help="steps between validations (checkpoint resolution)")
+    ap.add_argument("--full", action="store_true", help="train the whole budget, past the last of --minutes")
+    ap.add_argument("--resume", action="store_true", help="continue the interrupted run in --out")
     ap.add_argument("--out", type=Path, default=Path("/tmp/quality_time"))
     args = ap.parse_args()
     p = yaml.safe_load((ROOT / "params.yaml").read_text())
@@ -58,16 +63,22 @@ def main() -> None:
     args.out.mkdir(parents=True, exist_ok=True)
 
     t0 = time.perf_counter()
-    raw = make_demo_data(args.out / "raw", train_seconds=args.seconds, audio_seconds=20.0, progress=False)
+    if args.resume:
+        names = {"train_video": "train_video.mp4", "template": "template_idle.mp4", "new_audio": "new_audio.wav"}
+        raw = {k: args.out / "raw" / n for k, n in {**names, "truth": "demo_truth.parquet"}.items()}
+    else:
+        raw = make_demo_data(args.out / "raw", train_seconds=args.seconds, audio_seconds=20.0, progress=False)
     truth = pd.read_parquet(raw["truth"])
     truth = truth[truth["clip"] == "new_audio"].sort_values("frame")["openness"].to_numpy()
     made = time.perf_counter()
-    landmarks = detect_video(raw["train_video"], fps, progress=False)
-    crops = build_crops(raw["train_video"], landmarks, fps, size=size, pad=c["MOUTH_PAD"], alpha=c["EMA_ALPHA"])
     mel_of = lambda path: Mel.of(  # noqa: E731
         load_audio(path, sr), sr, fps=fps, n_mels=m["N_MELS"], per_frame=m["MEL_PER_FRAME"], n_fft=m["N_FFT"]
     )
-    mel, new_mel = mel_of(raw["train_video"]), mel_of(raw["new_audio"])
+    if not args.resume:
+        landmarks = detect_video(raw["train_video"], fps, progress=False)
+        crops = build_crops(raw["train_video"], landmarks, fps, size=size, pad=c["MOUTH_PAD"], alpha=c["EMA_ALPHA"])
+        mel = mel_of(raw["train_video"])
+    new_mel = mel_of(raw["new_audio"])
     template = build_crops(
         raw["template"],
         detect_video(raw["template"], fps, progress=False),
@@ -105,33 +116,37 @@ def main() -> None:
         )
         pd.DataFrame(rows).to_csv(args.out / "table.csv", index=False)
 
-    clock = time.perf_counter()  # the fast path: shapes and the library
-    shapes, _ = learn_shapes(
-        crops.landmarks,
-        crops.face,
-        mel.mel,
-        mel.per_frame,
-        train_split=t["TRAIN_SPLIT"],
-        components=s["components"],
-        half=s["window"],
-        smooth=s["smooth"],
-        av_offset=s["av_offset"],
-    )
-    frames = time_split(crops.face, train_split=t["TRAIN_SPLIT"], gap=0).train_frames
-    library = build_library(crops, shapes, frames, DataInfo.of(crops, mel, mel_win=0))
-    fast_minutes = (time.perf_counter() - clock) / 60
-    clock = time.perf_counter()
-    expert, _ = learn_sync(crops, mel, shapes, train_split=t["TRAIN_SPLIT"], steps=p["train_sync"]["steps"])
-    print(f"sync expert (the judge, and the generator's early stopping): {time.perf_counter() - clock:.0f} s")
-    judge("fast path (retrieve)", fast_minutes, MouthModel.from_library(library), "retrieve", library)
+    if args.resume:
+        expert = SyncExpert.load(args.out / "sync.pt")
+    else:
+        clock = time.perf_counter()  # the fast path: shapes and the library
+        shapes, _ = learn_shapes(
+            crops.landmarks,
+            crops.face,
+            mel.mel,
+            mel.per_frame,
+            train_split=t["TRAIN_SPLIT"],
+            components=s["components"],
+            half=s["window"],
+            smooth=s["smooth"],
+            av_offset=s["av_offset"],
+        )
+        frames = time_split(crops.face, train_split=t["TRAIN_SPLIT"], gap=0).train_frames
+        library = build_library(crops, shapes, frames, DataInfo.of(crops, mel, mel_win=0))
+        fast_minutes = (time.perf_counter() - clock) / 60
+        clock = time.perf_counter()
+        expert, _ = learn_sync(crops, mel, shapes, train_split=t["TRAIN_SPLIT"], steps=p["train_sync"]["steps"])
+        print(f"sync expert (the judge, and the generator's early stopping): {time.perf_counter() - clock:.0f} s")
+        judge("fast path (retrieve)", fast_minutes, MouthModel.from_library(library), "retrieve", library)
 
-    for obj, name in ((crops, "crops.npz"), (mel, "mel.npz"), (shapes, "shape.npz"), (expert, "sync.pt")):
-        obj.save(args.out / name)
+        for obj, name in ((crops, "crops.npz"), (mel, "mel.npz"), (shapes, "shape.npz"), (expert, "sync.pt")):
+            obj.save(args.out / name)
     budget = {"steps": args.steps or t["steps"], "eval_every": args.eval_every}
     cfg = TrainConfig.of({**t, **budget, "patience": t["patience"] * t["eval_every"] // args.eval_every})  # in steps
     checkpoint = AtMinutes(
         args.minutes,
         lambda step, minutes: judge(f"generator, step {step}", minutes, MouthModel(args.out / "best.pt"), "generate"),
+        to_the_end=args.full,
     )
 
     model = {"widths": t["widths"], "emb": t["emb"], "reference": t["reference"], "cond": t["cond"]}
@@ -145,6 +160,7 @@ def main() -> None:
             cfg=cfg,
             models_dir=args.out,
             live=NoLive(),
+            resume=args.resume,
             on_validation=checkpoint,
         )
         judge(

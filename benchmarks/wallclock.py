@@ -10,10 +10,11 @@ class Enough(Exception):
 
 
 class AtMinutes:
-    """Calls `judge(step, minutes)` at the first validation past each of `minutes` of training, then raises Enough."""
+    """Calls `judge(step, minutes)` at the first validation past each of `minutes` of training; after the last, raises
+    Enough unless `to_the_end`."""
 
-    def __init__(self, minutes: Iterable[float], judge: Callable[[int, float], None]) -> None:
-        self.due, self.judge = sorted(minutes), judge
+    def __init__(self, minutes: Iterable[float], judge: Callable[[int, float], None], to_the_end: bool = False) -> None:
+        self.due, self.judge, self.to_the_end = sorted(minutes), judge, to_the_end
 
     def __call__(self, step: int, seconds: float) -> None:
         """fit's hook: `seconds` of training so far, after `step` steps."""
@@ -21,5 +22,5 @@ class AtMinutes:
             return
         self.due = [m for m in self.due if m > seconds / 60]
         self.judge(step, seconds / 60)
-        if not self.due:
+        if not self.due and not self.to_the_end:
             raise Enough
