@@ -25,6 +25,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import json
+import os
 import socket
 import subprocess
 import sys
@@ -151,12 +152,16 @@ def sync_check(model_path: str, seconds: float, chunk_ms: float, work: Path) -> 
     session = LiveSession(model, tpl, frames, blend="feather")
     step, t = round(sr * chunk_ms / 1000), time.perf_counter()
     h, w = cv2.imdecode(np.frombuffer(frames.jpegs[0], np.uint8), cv2.IMREAD_COLOR).shape[:2]
+    memory = {}  # MB after each minute of the session
     with VideoWriter(work / "sync.mp4", fps, w, h) as out:
         for i in range(0, len(audio), step):
             for f in session.push(audio[i : i + step]):
                 if f.index in kept:
                     out.write(compose(frames, f))
+                if f.index % int(60 * fps) == 0:
+                    memory[f.index // int(60 * fps)] = rss_mb(os.getpid())
     print(f"\nsync check: {seconds:.0f} s live session made in {time.perf_counter() - t:.0f} s")
+    print("  memory (MB) at each minute: " + ", ".join(f"{m:.0f}" for m in memory.values()))
     ap = mouth_aperture(detect_video(work / "sync.mp4", fps, progress=False))
     for name, ks in (("first minute", range(minute)), ("last minute", range(n - minute, n))):
         corr, lag = sync(ap[[kept[k] for k in ks]], openness[list(ks)])

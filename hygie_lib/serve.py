@@ -19,6 +19,7 @@ import json
 import os
 import struct
 import time
+import traceback
 from collections import deque
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
@@ -162,6 +163,9 @@ class Server:
                     arrived.set()
                 except HygieError as e:
                     await ws.send_json({"error": str(e)})
+                except Exception as e:  # noqa: BLE001 - a bug must not end the session; it is logged and reported
+                    traceback.print_exc()
+                    await ws.send_json({"error": f"internal error ({type(e).__name__}: {e}); the server log has more."})
 
         reader = asyncio.create_task(read())
         try:
