@@ -196,7 +196,7 @@ class Server:
         for f in session.push(chunk):
             region = b"" if f.region is None else _jpeg(f.region, self.quality)
             latency = time.monotonic() - timeline.arrival(round(f.index * session.sr / session.fps))
-            pcm = (np.clip(f.audio, -1, 1) * 32767).astype("<i2").tobytes()
+            pcm = np.clip(np.round(f.audio * 32768), -32768, 32767).astype("<i2").tobytes()  # pcm_of's inverse
             ms = min(65535, round(latency * 1000))
             messages.append(FRAME_HEADER.pack(b"F", f.index, f.template, ms, len(f.audio), *f.origin) + pcm + region)
         return messages
