@@ -22,13 +22,16 @@ from hygie_lib.serve import FRAME_HEADER, FRAMES_HEADER, MAX_MESSAGE, Server, Te
 SR = 16000
 
 
-@pytest.fixture(scope="module")
-def server(demo):
+def make_server(demo, **kwargs) -> Server:
+    """A server of the demo's tiny model with its template, named "idle"."""
     model, video = MouthModel(demo["model"], backend="torch"), demo["template_video"]
     info, tpl = check_template_video(video), demo["template"]
-    return Server(
-        model, {"idle": Template(tpl, TemplateFrames.of(video, tpl), info.width, info.height)}, max_sessions=2
-    )
+    return Server(model, {"idle": Template(tpl, TemplateFrames.of(video, tpl), info.width, info.height)}, **kwargs)
+
+
+@pytest.fixture(scope="module")
+def server(demo):
+    return make_server(demo, max_sessions=2)
 
 
 def run(server: Server, scenario) -> object:
@@ -179,3 +182,30 @@ def test_sessions_are_limited_and_freed_on_disconnect(server):
     assert magic == b"HYGT" and n == 50 and len(frames) == FRAMES_HEADER.size + 4 * n + sizes.sum()
     first = np.frombuffer(frames[FRAMES_HEADER.size + 4 * n :][: sizes[0]], np.uint8)
     assert cv2.imdecode(first, cv2.IMREAD_COLOR).shape[:2] == (512, 512) and missing == 404
+
+
+def test_load_several_sessions_at_once_each_get_their_own_frames(demo):
+    """A bounded load test: 4 sessions at once, 2 s of speech each, distinct audio per session; every session gets
+    its frames in order, each carrying its own audio back (isolation), within a time limit."""
+    server = make_server(demo)
+    speech = (load_audio(demo["audio"], SR)[: SR * 2] * 32767).astype("<i2")
+
+    async def one(client, i: int):
+        ws = await client.ws_connect("/live?template=idle")
+        await ws.receive_json()
+        mine = (speech // (i + 1)).astype("<i2")  # each session its own loudness
+        await ws.send_bytes(mine.tobytes())
+        frames, texts = await frames_for(ws, 30, until=lambda f: len(f) >= 40)
+        await ws.close()
+        return mine, frames, texts
+
+    async def scenario(client):
+        t0 = asyncio.get_running_loop().time()
+        out = await asyncio.gather(*(one(client, i) for i in range(4)))
+        return out, asyncio.get_running_loop().time() - t0
+
+    runs, took = run(server, scenario)
+    assert took < 30
+    for mine, frames, texts in runs:
+        assert texts == [] and [f.index for f in frames] == list(range(40))
+        np.testing.assert_array_equal(np.concatenate([f.audio for f in frames])[: len(mine)], mine[: 40 * SR // 25])
