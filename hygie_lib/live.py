@@ -33,7 +33,8 @@ PNG_FAST = [cv2.IMWRITE_PNG_COMPRESSION, 1]  # the mouth regions kept in memory:
 @dataclass(frozen=True)
 class TemplateFrames:
     """A template decoded once, for any number of sessions: its frames as JPEG (what clients draw) and, for frames
-    with a face, the mouth region (`box_roi` of its box) as PNG with its top-left corner (what the server paints)."""
+    with a face, the mouth region (`box_roi` of its box, to whole 16-px blocks) as PNG with its top-left corner
+    (what the server paints)."""
 
     jpegs: list[bytes]
     regions: list[bytes | None]
@@ -50,6 +51,9 @@ class TemplateFrames:
                 regions.append(None)
                 continue
             x0, y0, x1, y1 = box_roi(crops.boxes[i], *frame.shape[:2])
+            # widened to whole JPEG blocks (16 px), so the client's frame and the region share their block edges
+            h, w = frame.shape[:2]
+            x0, y0, x1, y1 = x0 // 16 * 16, y0 // 16 * 16, min(w, -(-x1 // 16) * 16), min(h, -(-y1 // 16) * 16)
             regions.append(cv2.imencode(".png", bgr[y0:y1, x0:x1], PNG_FAST)[1].tobytes())
             origins[i] = x0, y0
         if len(jpegs) < len(crops.crops):
