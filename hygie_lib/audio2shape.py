@@ -261,13 +261,9 @@ class ShapeStream:
         for j, w in zip(range(-p.radius, p.radius + 1), self.kernel):  # the same order for every frame
             out += w * self.gated[np.clip(t + j, 0, gate_end - 1) - b]
         self.done = end
-        keep = max(0, min(self.done - p.radius, self.done - max(p.half, SPEECH_HANGOVER)) - b)  # rows no frame needs
-        self.feats, self.speech, self.gated, self.base = (
-            self.feats[keep:],
-            self.speech[keep:],
-            self.gated[keep:],
-            b + keep,
-        )
+        keep = max(0, self.done - max(p.radius, p.half, SPEECH_HANGOVER) - b)  # rows no later frame reaches
+        self.feats, self.speech, self.gated = self.feats[keep:], self.speech[keep:], self.gated[keep:]
+        self.base = b + keep
         return out
 
 
