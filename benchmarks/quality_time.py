@@ -92,7 +92,8 @@ def main() -> None:
         f"{args.seconds:.0f} s recording at {size} px: made in {made - t0:.0f} s, prepared in "
         f"{time.perf_counter() - made:.0f} s (not counted below)\n"
     )
-    rows: list[dict] = []
+    table = args.out / "table.csv"  # a resumed run adds its rows to those of the run it continues
+    rows: list[dict] = pd.read_csv(table).to_dict("records") if args.resume and table.is_file() else []
 
     def judge(what: str, minutes: float, model: MouthModel, mouth: str, library=None) -> None:
         video = args.out / f"{what.replace(' ', '_')}.mp4"
@@ -114,7 +115,7 @@ def main() -> None:
             f"sync confidence {verdict['render_sync_confidence']:.3f}",
             flush=True,
         )
-        pd.DataFrame(rows).to_csv(args.out / "table.csv", index=False)
+        pd.DataFrame(rows).to_csv(table, index=False)
 
     if args.resume:
         expert = SyncExpert.load(args.out / "sync.pt")
