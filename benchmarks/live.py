@@ -7,9 +7,11 @@ localhost WebSockets in real time, --chunk-ms at a time, as a microphone does. F
   latency   when the frame arrived - when the chunk holding the audio at the frame's instant was sent (so the
             audio the model must hear past the frame, `model.lookahead`, is included);
   A/V       the audio a frame carries against the audio sent at its index: any drift shows as a sample offset.
-  1. One session for --seconds (600 for the 10-minute check): latency median/p95, frames/s delivered, A/V offset
-     over the whole session, the server's memory (RSS) at the start and the end.
-  2. --sessions N at once (each for --load-seconds): real time while every session gets >= 24 frames/s with p95
+  1. Before the server starts: what sending a frame costs each way (mouth region as JPEG, whole frame as JPEG or
+     H.264 as WebRTC and MSE would): encoding time, size, frames the encoder holds back.
+  2. One session for --seconds (600 for the 10-minute check): latency median/p95, frames/s delivered, A/V offset
+     over the whole session, the server's memory (RSS) at the start and after each minute.
+  3. --sessions N at once (each for --load-seconds): real time while every session gets >= 24 frames/s with p95
      latency <= 300 ms.
 --screenshot PATH: the page in headless Chromium (Debian's chromium) playing the speech through its microphone.
 --sync MODEL (a model trained on the demo speaker, e.g. `make demo`'s models/best.pt): the mouth against the audio
@@ -17,22 +19,20 @@ localhost WebSockets in real time, --chunk-ms at a time, as a microphone does. F
   time; the first and the last minute of its frames, composed, written to a video and read by FaceMesh; their
   mouth aperture against the demo speaker's ground truth: correlation and lag (0 = in sync; equal = no drift).
 Usage: python benchmarks/live.py [--model M | --size 128] [--seconds 60] [--chunk-ms 20] [--sessions 1 2 3]
-       [--load-seconds 20] [--screenshot PATH] [--sync MODEL]   (needs the demo template: `hygie demo-data`)
+       [--load-seconds 20] [--blend feather] [--screenshot PATH] [--sync MODEL]
+       (needs the demo template: `hygie demo-data`)
 """
 
 from __future__ import annotations
 
 import argparse
 import asyncio
-import json
 import os
-import socket
-import subprocess
 import sys
 import tempfile
 import time
+from fractions import Fraction
 from pathlib import Path
-from urllib.request import urlopen
 
 import aiohttp
 import cv2
@@ -45,12 +45,14 @@ sys.path.insert(0, str(ROOT / "tests"))  # the headless Chromium driver of the b
 from render import make_inputs  # noqa: E402
 
 from hygie_lib.audio import load_audio  # noqa: E402
+from hygie_lib.blend import BLENDS  # noqa: E402
+from hygie_lib.crops import Crops  # noqa: E402
 from hygie_lib.inference import MouthModel  # noqa: E402
 from hygie_lib.landmarks import detect_video  # noqa: E402
 from hygie_lib.live import LiveFrame, LiveSession, TemplateFrames  # noqa: E402
 from hygie_lib.metrics import mouth_aperture, sync  # noqa: E402
 from hygie_lib.render import prepare_template  # noqa: E402
-from hygie_lib.serve import FRAME_HEADER  # noqa: E402
+from hygie_lib.serve import FRAME_HEADER, JPEG_QUALITY, jpeg, serve_in_child  # noqa: E402
 from hygie_lib.video import VideoWriter  # noqa: E402
 
 
@@ -99,6 +101,21 @@ async def session(url: str, speech: np.ndarray, seconds: float, chunk_ms: float)
     }
 
 
+async def watching_memory(pid: int, work) -> tuple[dict, list[float]]:
+    """`work` awaited, and a process's memory (MB) at its start, after each minute of it and at its end."""
+    memory = []
+
+    async def watch() -> None:
+        while True:
+            memory.append(rss_mb(pid))
+            await asyncio.sleep(60)
+
+    watcher = asyncio.create_task(watch())
+    result = await work
+    watcher.cancel()
+    return result, [*memory, rss_mb(pid)]
+
+
 def _offset(audio: np.ndarray, sent: np.ndarray, at: int) -> int:
     """Where a frame's audio matches what was sent, relative to its index (0 = in sync; 9999 = not found)."""
     for shift in (0, *[s for d in range(1, 161) for s in (d, -d)]):
@@ -114,21 +131,6 @@ def rss_mb(pid: int) -> float:
         if line.startswith("VmRSS:"):
             return int(line.split()[1]) / 1024
     return float("nan")
-
-
-def start_server(inputs: dict[str, str], port: int) -> subprocess.Popen:
-    """`hygie serve` with the 720p template, waited for."""
-    cmd = [sys.executable, "-m", "hygie_lib.cli", "serve", "--model", inputs["model"], "--template", inputs["template"]]
-    proc = subprocess.Popen([*cmd, "--port", str(port), "--max-sessions", "16"], cwd=ROOT, stdout=subprocess.DEVNULL)
-    for _ in range(1200):
-        try:
-            json.load(urlopen(f"http://127.0.0.1:{port}/templates"))
-            return proc
-        except OSError:
-            if proc.poll() is not None:
-                sys.exit("hygie serve did not start")
-            time.sleep(0.1)
-    sys.exit("hygie serve did not answer in 2 minutes")
 
 
 def sync_check(model_path: str, seconds: float, chunk_ms: float, work: Path) -> None:
@@ -177,12 +179,52 @@ def compose(frames: TemplateFrames, f: LiveFrame) -> np.ndarray:
     return frame
 
 
+def transport(inputs: dict[str, str], seconds: float = 10.0) -> None:
+    """What sending one live frame costs, each way the server could send it: the mouth region as JPEG (what `hygie
+    serve` sends), the whole frame as JPEG, the whole frame as H.264 (libx264, ultrafast, zerolatency: the codec
+    of WebRTC or MSE). Encoding time per frame, size per frame, and the frames the encoder holds back."""
+    import av
+
+    model, tpl = MouthModel(inputs["model"]), Crops.load(inputs["crops"])
+    frames = TemplateFrames.of(inputs["template"], tpl)
+    session = LiveSession(model, tpl, frames, blend="feather")
+    live = [*session.push(load_audio(inputs["audio"], model.data.sr)[: int(seconds * model.data.sr)]), *session.flush()]
+    whole = [compose(frames, f) for f in live]
+    h, w = whole[0].shape[:2]
+    h264 = av.CodecContext.create("libx264", "w")
+    h264.width, h264.height, h264.pix_fmt, h264.time_base = w, h, "yuv420p", Fraction(1, round(model.data.fps))
+    h264.options = {"preset": "ultrafast", "tune": "zerolatency"}
+
+    def encode_h264(i: int, rgb: np.ndarray) -> int:
+        frame = av.VideoFrame.from_ndarray(rgb, format="rgb24").reformat(format="yuv420p")
+        frame.pts = i
+        packets = h264.encode(frame)
+        return sum(p.size for p in packets) if packets else -1  # -1: held back
+
+    ways = {
+        "mouth region, JPEG": lambda i: len(jpeg(live[i].region, JPEG_QUALITY)) if live[i].region is not None else 0,
+        "whole frame, JPEG": lambda i: len(jpeg(whole[i], JPEG_QUALITY)),
+        "whole frame, H.264": lambda i: encode_h264(i, whole[i]),
+    }
+    print(f"\nsending a {w}x{h} live frame ({len(live)} frames of one session, JPEG quality {JPEG_QUALITY}):")
+    print(f"{'way':>22}{'encode ms (median)':>20}{'kB per frame':>14}{'frames held back':>18}")
+    for name, encode in ways.items():
+        ms, size = [], []
+        for i in range(len(live)):
+            t = time.perf_counter()
+            size.append(encode(i))
+            ms.append((time.perf_counter() - t) * 1000)
+        held = sum(s < 0 for s in size)
+        print(f"{name:>22}{np.median(ms):>20.1f}{np.mean([s for s in size if s >= 0]) / 1000:>14.1f}{held:>18}")
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--model", help="checkpoint (default: an untrained model of params.yaml's config)")
     ap.add_argument("--size", type=int, default=128, help="IMG_SIZE of the untrained model (default: 128)")
     ap.add_argument("--seconds", type=float, default=60.0, help="length of the single session")
     ap.add_argument("--chunk-ms", type=float, default=20.0, help="audio per message, as a microphone sends it")
+    ap.add_argument("--blend", choices=list(BLENDS), default="feather", help="the server's paste-back")
     ap.add_argument("--sessions", type=int, nargs="*", default=[1, 2, 3], help="concurrent sessions to try")
     ap.add_argument("--load-seconds", type=float, default=20.0)
     ap.add_argument("--screenshot", type=Path, help="write the page, playing, to this PNG")
@@ -194,24 +236,22 @@ def main() -> None:
         with tempfile.TemporaryDirectory() as tmp:
             sync_check(args.sync, args.seconds, args.chunk_ms, Path(tmp))
         return
-    with tempfile.TemporaryDirectory() as tmp, socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        port = s.getsockname()[1]
-        s.close()
+    with tempfile.TemporaryDirectory() as tmp:
         longest = max(args.seconds, args.load_seconds)
         inputs = make_inputs(Path(tmp), args.model, longest + 5, args.size)
         speech = load_audio(inputs["audio"], 16000)
-        server = start_server(inputs, port)
-        url = f"http://127.0.0.1:{port}/live?template={Path(inputs['template']).stem}"
-        try:
-            start_mb = rss_mb(server.pid)
-            one = asyncio.run(session(url, speech, args.seconds, args.chunk_ms))
+        transport(inputs)
+        serve_args = ["--model", inputs["model"], "--template", inputs["template"], "--blend", args.blend]
+        serve_args += ["--max-sessions", "16"]
+        with serve_in_child(serve_args) as (server, base):
+            url = f"{base}/live?template={Path(inputs['template']).stem}"
+            one, memory = asyncio.run(watching_memory(server.pid, session(url, speech, args.seconds, args.chunk_ms)))
             print(
                 f"\none session, {args.seconds:.0f} s at 1280x720, {args.chunk_ms:.0f} ms chunks: latency median "
                 f"{one['median_ms']:.0f} ms, p95 {one['p95_ms']:.0f} ms (lookahead {one['lookahead_ms']:.0f} ms); "
                 f"{one['fps']:.2f} frames/s; A/V offset at most {one['max_av_offset_samples']} samples over "
-                f"{one['frames']} frames; server memory {start_mb:.0f} -> {rss_mb(server.pid):.0f} MB; "
-                f"mouth regions up to {one['region_kb']:.0f} kB"
+                f"{one['frames']} frames; mouth regions up to {one['region_kb']:.0f} kB; server memory (MB) at the "
+                f"start and after each minute: {' '.join(f'{mb:.0f}' for mb in memory)}"
             )
             print(f"\n{'sessions':>8}{'frames/s (worst)':>18}{'median ms':>11}{'p95 ms (worst)':>16}  real time")
             for n in args.sessions:
@@ -228,7 +268,7 @@ def main() -> None:
             if args.screenshot:
                 from cdp import Browser
 
-                page = Browser(f"http://127.0.0.1:{port}/?connect", microphone=inputs["audio"], size=(1360, 1000))
+                page = Browser(f"{base}/?connect", microphone=inputs["audio"], size=(1360, 1000))
                 try:
                     page.wait("hygie.ready")
                     page.js("document.getElementById('mic').click()")
@@ -237,12 +277,6 @@ def main() -> None:
                 finally:
                     page.close()
                 print(f"\n{args.screenshot}: the page, playing")
-        finally:
-            server.terminate()
-            try:
-                server.wait(10)
-            except subprocess.TimeoutExpired:
-                server.kill()
 
 
 if __name__ == "__main__":

@@ -156,8 +156,9 @@ def int8_report(inputs: dict[str, str]) -> None:
     tpl = Crops.load(inputs["crops"])
     b = 32
     crops = tpl.crops[:b].transpose(0, 3, 1, 2).astype(np.float32) / 255
-    heard = MouthModel(inputs["model"], "torch").hear(audio_features(inputs["audio"], d))
-    cond = heard.conditions(np.arange(b) * 10, tpl.landmarks[:b], tpl.boxes[:b]).astype(np.float32)
+    mouths = MouthModel(inputs["model"], "torch")
+    heard = mouths.hear(audio_features(inputs["audio"], d))[np.arange(b) * 10]
+    cond = mouths.conditions(heard, tpl.landmarks[:b], tpl.boxes[:b]).astype(np.float32)
     feeds = {"crop": crops, "cond": cond, **({"ref": crops[::-1].copy()} if model.reference else {})}
     outs = {}
     for name in ("fp32", "int8"):

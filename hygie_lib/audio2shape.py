@@ -59,9 +59,10 @@ def speech_frames(energy: np.ndarray, level: float = -np.inf) -> tuple[np.ndarra
     return out, level
 
 
-def silent_frames(mel: np.ndarray, per_frame: int) -> np.ndarray:
-    """Frames [n_frames] bool where the audio is silent: no speech (`speech_frames`) within SPEECH_HANGOVER frames."""
-    speech, _ = speech_frames(frame_energy(mel, per_frame))
+def silent_frames(mel: np.ndarray, per_frame: int, level: float = -np.inf) -> np.ndarray:
+    """Frames [n_frames] bool where the audio is silent: no speech (`speech_frames`, from loud level `level`) within
+    SPEECH_HANGOVER frames."""
+    speech, _ = speech_frames(frame_energy(mel, per_frame), level)
     return np.convolve(speech, np.ones(2 * SPEECH_HANGOVER + 1), mode="same") == 0
 
 
@@ -101,6 +102,7 @@ class AudioToShape:
     rest: np.ndarray  # [K] the mouth at rest: the shape drawn where the audio is silent
     half: int  # the window holds frames t - half .. t + half
     smooth: float  # Gaussian smoothing of the predictions over time, sigma in frames (0 = none)
+    loud: float  # the training audio's loud level (95th percentile of its frame energy): where the silence gate starts
 
     def predict(self, mel: np.ndarray, per_frame: int, *, offset: int = 0) -> np.ndarray:
         """Shape coefficients [n_frames, K] for every frame of `mel` [n_mels, C] (new audio: offset 0): the
@@ -123,7 +125,8 @@ class AudioToShape:
     @classmethod
     def untrained(cls, k: int, half: int = 2) -> AudioToShape:
         """A predictor of the average shape for any audio, for speed benchmarks (what it predicts does not matter)."""
-        return cls(np.zeros(BANDS), np.ones(BANDS), np.zeros(((2 * half + 1) * BANDS + 1, k)), np.zeros(k), half, 1.0)
+        weights = np.zeros(((2 * half + 1) * BANDS + 1, k))
+        return cls(np.zeros(BANDS), np.ones(BANDS), weights, np.zeros(k), half, 1.0, -np.inf)
 
     def save_arrays(self) -> dict[str, np.ndarray]:
         """The arrays to store, keyed by field."""
@@ -134,6 +137,7 @@ class AudioToShape:
             "rest": self.rest,
             "half": np.int64(self.half),
             "smooth": np.float64(self.smooth),
+            "loud": np.float64(self.loud),
         }
 
 
@@ -165,7 +169,8 @@ def fit_audio_to_shape(
     # so mouths open as wide as the speaker's do; correlations are unchanged
     gain, centre = np.clip(y.std(0) / (pred.std(0) + 1e-9), 1.0, MAX_GAIN), pred.mean(0)
     w = np.vstack([w[:-1] * gain, (w[-1] - centre) * gain + centre])
-    return AudioToShape(mean, std, w, rest, half, smooth), scores[strength]
+    loud = float(np.percentile(frame_energy(mel, per_frame)[frames], 95))
+    return AudioToShape(mean, std, w, rest, half, smooth, loud), scores[strength]
 
 
 def _cv_score(
@@ -215,7 +220,7 @@ class ShapeStream:
         kernel = np.exp(-0.5 * (np.arange(-r, r + 1) / max(predictor.smooth, 1e-9)) ** 2)
         self.kernel = kernel / kernel.sum()
         self.cols: np.ndarray | None = None  # columns of a frame not yet complete
-        self.level = -np.inf  # the loud level (speech_frames)
+        self.level = predictor.loud  # the loud level (speech_frames): the training audio's, until the audio says
         self.base = 0  # frame index of the first row kept below
         self.feats = np.zeros((0, len(predictor.mean)))  # standardised features of frames base..n-1
         self.speech = np.zeros(0, bool)  # speech flags of frames base..n-1
@@ -287,7 +292,12 @@ class ShapeModel:
         a = {k: np.asarray(v) for k, v in arrays.items()}
         space = ShapeSpace(*(a[f"space.{f}"] for f in ("reference", "mean", "components", "scale")))
         p = {f: a[f"predictor.{f}"] for f in ("mean", "std", "weights", "rest")}
-        predictor = AudioToShape(**p, half=int(a["predictor.half"]), smooth=float(a["predictor.smooth"]))
+        predictor = AudioToShape(
+            **p,
+            half=int(a["predictor.half"]),
+            smooth=float(a["predictor.smooth"]),
+            loud=float(a.get("predictor.loud", -np.inf)),  # models made before it: the gate starts from silence
+        )
         return cls(space, predictor, int(a["offset"]))
 
     def save(self, path: str | os.PathLike) -> None:

@@ -25,7 +25,7 @@ from hygie_lib.audio import Mel, load_audio, write_wav
 from hygie_lib.audio2shape import silent_frames
 from hygie_lib.blend import paste_mouth
 from hygie_lib.crops import Crops, crop
-from hygie_lib.inference import HeardAudio, HeardShapes, MouthModel
+from hygie_lib.inference import MouthModel
 from hygie_lib.io import atomic_path, fingerprint
 from hygie_lib.landmarks import FaceMesh, detect_video
 from hygie_lib.metrics import (
@@ -48,17 +48,17 @@ from hygie_lib.video import VideoWriter, iter_frames
 def generate_frames(
     model: MouthModel,
     crops: Crops,
-    heard: HeardShapes | HeardAudio,
+    heard: np.ndarray,
     frames: np.ndarray,
     refs: np.ndarray,
     batch: int = 32,
 ) -> np.ndarray:
-    """Crops [len(frames), S, S, 3] uint8 of the clip's `frames` regenerated from what was `heard`."""
+    """Crops [len(frames), S, S, 3] uint8 of the clip's `frames` regenerated from what the model `heard` (`hear`)."""
     out = []
     for i in range(0, len(frames), batch):
         f = frames[i : i + batch]
         ref = crops.crops[refs[i : i + batch]] if model.reference else None
-        out.append(model.generate(crops.crops[f], ref, heard.conditions(f, crops.landmarks[f], crops.boxes[f])))
+        out.append(model.generate(crops.crops[f], ref, model.conditions(heard[f], crops.landmarks[f], crops.boxes[f])))
     return np.concatenate(out)
 
 
@@ -272,7 +272,7 @@ def cross_check(
                         real_ap > closed,
                     )
                 )
-                silent = silent_frames(seg.mel, seg.per_frame)[: len(block)]
+                silent = silent_frames(seg.mel, seg.per_frame, model.shapes.predictor.loud)[: len(block)]
                 table["silent"] = silent
                 metrics["silent_frames"] = int(silent.sum())
                 metrics["open_in_silence_real"] = float(np.mean(real_ap[silent] > closed)) if silent.any() else 0.0

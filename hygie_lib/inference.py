@@ -1,8 +1,9 @@
 """Inference: a trained model run by PyTorch or, exported to ONNX, by ONNX Runtime, behind one `generate` call.
 
-Render and evaluation do the same three things for any model: `hear` the audio once (shape coefficients for a
-shape model, the mel for an audio model), turn it into the `conditions` of a batch of output frames (drawn at
-the template frames' poses, or mel windows), and `generate` the new mouths.
+Render, evaluation and live sessions do the same three things for any model: `hear` the audio (one row per
+output frame: its mouth shape for a shape model, its mel window for an audio model; `condition_stream` for audio
+arriving in chunks), turn a batch of rows into `conditions` (shapes drawn at the template frames' poses), and
+`generate` the new mouths.
 """
 
 from __future__ import annotations
@@ -12,7 +13,7 @@ import io
 import json
 import os
 import warnings
-from dataclasses import asdict, dataclass
+from dataclasses import asdict
 from pathlib import Path
 
 import numpy as np
@@ -24,7 +25,7 @@ from hygie_lib.checkpoint import DataInfo, load_checkpoint
 from hygie_lib.crops import Crops
 from hygie_lib.io import HygieError
 from hygie_lib.model import HygieUNetLite
-from hygie_lib.shape import ShapeSpace, sketches
+from hygie_lib.shape import sketches
 
 BACKENDS = ("onnx", "torch")  # render.backend: ONNX Runtime (faster on CPU) or PyTorch
 
@@ -61,33 +62,6 @@ def export_onnx(model: HygieUNetLite, data: DataInfo, shapes: ShapeModel) -> byt
     }
     onnx.helper.set_model_props(proto, {"hygiesync": json.dumps(meta)})
     return proto.SerializeToString()
-
-
-@dataclass(frozen=True)
-class HeardShapes:
-    """What a shape model takes from an audio: the mouth shape of every output frame."""
-
-    coefficients: np.ndarray  # [n_frames, K]
-    space: ShapeSpace
-    size: int
-
-    def conditions(self, frames: np.ndarray, landmarks: np.ndarray, boxes: np.ndarray) -> np.ndarray:
-        """The shapes of output `frames` drawn at the poses of `landmarks` in the crops of `boxes`: [B, 3, S, S]."""
-        return sketches(self.space, self.coefficients[frames], landmarks, boxes, self.size)
-
-
-@dataclass(frozen=True)
-class HeardAudio:
-    """What an audio model takes from an audio: its mel, read `offset` frames later than each output frame."""
-
-    mel: np.ndarray  # [n_mels, C]
-    per_frame: int
-    win: int
-    offset: int
-
-    def conditions(self, frames: np.ndarray, landmarks: np.ndarray, boxes: np.ndarray) -> np.ndarray:
-        """Mel windows of output `frames`, [B, 1, n_mels, win] (the template's pose plays no part)."""
-        return mel_windows(self.mel, frames + self.offset, per_frame=self.per_frame, win=self.win)[:, None]
 
 
 class MouthModel:
@@ -198,12 +172,14 @@ class MouthModel:
         """The mouth shape [n_frames, K] the audio asks for at every frame (the recording's shape model)."""
         return self.shapes.predictor.predict(mel.mel, mel.per_frame, offset=offset)
 
-    def hear(self, mel: Mel, *, offset: int = 0) -> HeardShapes | HeardAudio:
-        """What the model takes from an audio, for all its frames. `offset`: the A/V offset of the training recording
+    def hear(self, mel: Mel, *, offset: int = 0) -> np.ndarray:
+        """What the model hears of a whole audio, one row per output frame (the rows of `condition_stream`): its
+        mouth shape [n, K], or its mel window [n, n_mels, win]. `offset`: the A/V offset of the training recording
         when the audio is that recording's own (evaluation); new audio is heard as it is (0)."""
         if self.cond == "shape":
-            return HeardShapes(self.mouth_shapes(mel, offset=offset), self.shapes.space, self.data.img_size)
-        return HeardAudio(mel.mel, mel.per_frame, self.data.mel_win, offset)
+            return self.mouth_shapes(mel, offset=offset)
+        d = self.data
+        return mel_windows(mel.mel, np.arange(mel.n_frames) + offset, per_frame=d.mel_per_frame, win=d.mel_win)
 
     def mel_stream(self) -> MelStream:
         """The log-mel of audio arriving in chunks, made as the model's training mel was."""
@@ -218,7 +194,8 @@ class MouthModel:
         return MelWindowStream(self.data.mel_per_frame, self.data.mel_win)
 
     def conditions(self, rows: np.ndarray, landmarks: np.ndarray, boxes: np.ndarray) -> np.ndarray:
-        """The model's condition input for rows of a `condition_stream`, drawn at the poses of `landmarks`/`boxes`."""
+        """The model's condition input for rows that it heard (`hear`, `condition_stream`), a shape drawn at the pose
+        of `landmarks` in the crop of `boxes` ([B, 3, S, S]) or a mel window ([B, 1, n_mels, win])."""
         if self.cond == "shape":
             return sketches(self.shapes.space, rows, landmarks, boxes, self.data.img_size)
         return rows[:, None]

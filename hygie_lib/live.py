@@ -16,7 +16,6 @@ from __future__ import annotations
 import os
 from collections.abc import Iterator
 from dataclasses import dataclass
-from functools import partial
 
 import cv2
 import numpy as np
@@ -126,13 +125,9 @@ class LiveSession:
         out = []
         for i in range(0, len(rows), self.batch):
             r, k0 = rows[i : i + self.batch], self.painter.k
-            for k, (t, region, origin) in enumerate(self.painter.paint(len(r), partial(self._conditions, r, k0)), k0):
+            for k, (t, region, origin) in enumerate(self.painter.paint(len(r), r), k0):
                 out.append(LiveFrame(k, t, origin, region, self._audio_of(k)))
         return out
-
-    def _conditions(self, rows: np.ndarray, k0: int, ks: np.ndarray, landmarks: np.ndarray, boxes: np.ndarray):
-        """The model's condition input for output frames `ks`, from the rows of frames k0 on."""
-        return self.model.conditions(rows[ks - k0], landmarks, boxes)
 
     def _audio_of(self, k: int) -> np.ndarray:
         """The samples frame k shows (zeros past the audio's end); forgets those before them."""

@@ -12,7 +12,7 @@ import os
 import tempfile
 import time
 from collections import defaultdict
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
 from queue import Queue
 
@@ -137,12 +137,12 @@ class Painter:
     def paint(
         self,
         n: int,
-        conditions: Callable[[np.ndarray, np.ndarray, np.ndarray], np.ndarray] | None,
+        heard: np.ndarray | None,
         picks: np.ndarray | None = None,
     ) -> list[tuple[int, np.ndarray, tuple[int, int]]]:
-        """The next `n` output frames, as `images` gives them, with the new mouths pasted in. `conditions(output
-        frames, landmarks, boxes)`: the model's condition input for those with a face (unused by retrieve);
-        `picks` [n]: each frame's library mouth (retrieve, blend)."""
+        """The next `n` output frames, as `images` gives them, with the new mouths pasted in. `heard` [n, ...]: what
+        the model heard for each (`MouthModel.hear`; unused by retrieve); `picks` [n]: each frame's library mouth
+        (retrieve, blend)."""
         seconds, template, model = self.seconds, self.template, self.model
         ks = np.arange(self.k, self.k + n)
         self.k += n
@@ -152,7 +152,7 @@ class Painter:
         seconds["decode"] += _lap(t)
         t = time.perf_counter()
         face = template.face[idx]
-        f, kf = idx[face], ks[face]  # template frames with a face, and the output frames they make
+        f = idx[face]  # template frames with a face
         crops = template.crops[f]  # [F, S, S, 3]
         if self.mouth != "generate":  # the library's real mouths: pasted (retrieve) or shown as the reference (blend)
             ref = self.library.crops[picks[face]]
@@ -160,7 +160,11 @@ class Painter:
             ref = template.crops[self.refs[f]] if model.reference else None
         seconds["crops"] += _lap(t)
         t = time.perf_counter()
-        cond = conditions(kf, template.landmarks[f], template.boxes[f]) if self.mouth != "retrieve" else None
+        cond = (
+            None
+            if self.mouth == "retrieve"
+            else model.conditions(heard[face], template.landmarks[f], template.boxes[f])
+        )
         seconds["cond"] += _lap(t)
         t = time.perf_counter()
         if len(f):
@@ -207,8 +211,8 @@ def render_frames(
     painter.seconds["cond"] += _lap(t)
     for k0 in range(0, mel.n_frames, batch):
         n = min(batch, mel.n_frames - k0)
-        conditions = None if heard is None else heard.conditions
-        for _, frame, _ in painter.paint(n, conditions, None if picks is None else picks[k0 : k0 + n]):
+        rows = None if heard is None else heard[k0 : k0 + n]
+        for _, frame, _ in painter.paint(n, rows, None if picks is None else picks[k0 : k0 + n]):
             yield frame
 
 

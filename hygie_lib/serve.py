@@ -17,13 +17,20 @@ from __future__ import annotations
 import asyncio
 import json
 import os
+import socket
 import struct
+import subprocess
+import sys
 import time
 import traceback
 from collections import deque
+from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
+from typing import IO
+from urllib.request import urlopen
 
 import cv2
 import numpy as np
@@ -39,6 +46,7 @@ FRAME_HEADER = struct.Struct("<cIIHIHH")  # b"F", frame index, template frame, l
 FRAMES_HEADER = struct.Struct("<4sI")  # b"HYGT", number of template frames (then their JPEG sizes, uint32 each)
 MAX_MESSAGE = 1 << 20  # bytes: 32 s of 16 kHz audio per message at most
 MAX_PENDING = 600.0  # seconds of speech a session may queue ahead of real time
+JPEG_QUALITY = 90  # of the mouth regions sent
 JITTER = 0.1  # seconds a client's audio may come early or late: later, silence fills in (and delays what follows)
 PAGE = Path(__file__).parent / "web" / "index.html"
 
@@ -79,7 +87,7 @@ class Server:
         templates: dict[str, Template],
         *,
         blend: str = "feather",
-        quality: int = 90,
+        quality: int = JPEG_QUALITY,
         max_sessions: int = 8,
     ) -> None:
         self.model, self.templates, self.blend, self.quality = model, templates, blend, quality
@@ -194,7 +202,7 @@ class Server:
         """The frame messages for a chunk of audio (in a worker thread): each mouth region as JPEG, with its audio."""
         messages = []
         for f in session.push(chunk):
-            region = b"" if f.region is None else _jpeg(f.region, self.quality)
+            region = b"" if f.region is None else jpeg(f.region, self.quality)
             latency = time.monotonic() - timeline.arrival(round(f.index * session.sr / session.fps))
             pcm = np.clip(np.round(f.audio * 32768), -32768, 32767).astype("<i2").tobytes()  # pcm_of's inverse
             ms = min(65535, round(latency * 1000))
@@ -215,7 +223,7 @@ class Server:
         return resample(y, tts_sr, sr)
 
 
-def _jpeg(rgb: np.ndarray, quality: int) -> bytes:
+def jpeg(rgb: np.ndarray, quality: int) -> bytes:
     """An RGB image as JPEG bytes."""
     return cv2.imencode(".jpg", np.ascontiguousarray(rgb[..., ::-1]), [cv2.IMWRITE_JPEG_QUALITY, quality])[1].tobytes()
 
@@ -264,3 +272,36 @@ def load_templates(paths: list[str | os.PathLike], model: MouthModel) -> dict[st
         model.check_crops(crops, path)
         out[path.stem] = Template(crops, TemplateFrames.of(path, crops), info.width, info.height)
     return out
+
+
+@contextmanager
+def serve_in_child(
+    args: list[str], out: IO | int = subprocess.DEVNULL, timeout: float = 120.0
+) -> Iterator[tuple[subprocess.Popen, str]]:
+    """`hygie serve ARGS` in a child process on a free localhost port, its output to `out`: (the process, its URL)
+    once it answers; stopped on leaving."""
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    cmd = [sys.executable, "-m", "hygie_lib.cli", "serve", *args, "--port", str(port)]
+    proc = subprocess.Popen(cmd, stdout=out, stderr=None if out == subprocess.DEVNULL else subprocess.STDOUT)
+    url, deadline = f"http://127.0.0.1:{port}", time.monotonic() + timeout
+    try:
+        while True:
+            try:
+                urlopen(f"{url}/templates", timeout=5).close()
+                break
+            except OSError:
+                if proc.poll() is not None:
+                    raise HygieError(f"`hygie serve` exited with code {proc.returncode} before it answered.") from None
+                if time.monotonic() > deadline:
+                    raise HygieError(f"`hygie serve` did not answer in {timeout:.0f} s.") from None
+                time.sleep(0.1)
+        yield proc, url
+    finally:
+        proc.terminate()
+        try:
+            proc.wait(10)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait()

@@ -5,8 +5,10 @@ from __future__ import annotations
 
 import base64
 import json
+import os
 import re
 import shutil
+import signal
 import subprocess
 import tempfile
 import time
@@ -34,7 +36,7 @@ class Browser:
     """One headless Chromium with one page at `url`; the microphone plays `microphone` (a WAV file)."""
 
     def __init__(self, url: str, microphone: str | Path, size: tuple[int, int] = (1000, 900)) -> None:
-        self.profile = tempfile.TemporaryDirectory(prefix="hygie-chromium-")
+        self.profile = tempfile.TemporaryDirectory(prefix="hygie-chromium-", ignore_cleanup_errors=True)
         args = [
             CHROMIUM,
             *FLAGS,
@@ -42,7 +44,7 @@ class Browser:
             f"--window-size={size[0]},{size[1]}",
         ]
         args += [f"--user-data-dir={self.profile.name}", "--remote-debugging-port=0", url]
-        self.proc = subprocess.Popen(args, stderr=subprocess.PIPE, text=True)
+        self.proc = subprocess.Popen(args, stderr=subprocess.PIPE, text=True, start_new_session=True)
         browser_ws = None
         for line in self.proc.stderr:  # "DevTools listening on ws://127.0.0.1:PORT/devtools/browser/ID"
             if m := re.search(r"DevTools listening on (ws://\S+)", line):
@@ -99,8 +101,8 @@ class Browser:
         Path(path).write_bytes(base64.b64decode(self.call("Page.captureScreenshot", format="png")["data"]))
 
     def close(self) -> None:
-        """Quit chromium and remove its profile."""
+        """Quit chromium and its helper processes (its own process group), and remove its profile."""
         self.ws.close()
-        self.proc.terminate()
+        os.killpg(self.proc.pid, signal.SIGTERM)
         self.proc.wait(10)
         self.profile.cleanup()

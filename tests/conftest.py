@@ -41,7 +41,7 @@ def tiny_shapes(landmarks: np.ndarray, k: int = 4, offset: int = 0) -> ShapeMode
     frames[:, MOUTH, 0] += rng.normal(0, 0.02 * iod, (60, 1)) * (landmarks[MOUTH, 0] - landmarks[MOUTH, 0].mean())
     space = ShapeSpace.fit(frames, k)
     weights = rng.normal(0, 0.3, (5 * BANDS + 1, space.k)) * space.scale
-    predictor = AudioToShape(np.full(BANDS, -4.0), np.full(BANDS, 3.0), weights, np.zeros(space.k), 2, 0.0)
+    predictor = AudioToShape(np.full(BANDS, -4.0), np.full(BANDS, 3.0), weights, np.zeros(space.k), 2, 0.0, -np.inf)
     return ShapeModel(space, predictor, offset)
 
 

@@ -4,47 +4,28 @@ frames must arrive in order, each with its audio, drawn when that audio plays.""
 
 from __future__ import annotations
 
-import json
-import socket
-import subprocess
-import sys
-import time
-from urllib.request import urlopen
-
 import numpy as np
 import pytest
 from cdp import CHROMIUM, Browser
 
+from hygie_lib.io import HygieError
+from hygie_lib.serve import serve_in_child
+
 pytestmark = pytest.mark.skipif(CHROMIUM is None, reason="needs Debian's chromium (.ci/run installs it)")
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 @pytest.fixture(scope="module")
 def served(demo, tmp_path_factory):
-    """`hygie serve` on a free localhost port, with the demo template; its URL. Its output goes to a file (a pipe
-    nobody reads would fill up and stop the server)."""
-    port = free_port()
-    cmd = [sys.executable, "-m", "hygie_lib.cli", "serve", "--model", str(demo["model"]), "--backend", "torch"]
-    cmd += ["--template", str(demo["template_video"]), "--port", str(port)]
+    """`hygie serve` with the demo template: its URL and its log (a file: a pipe nobody reads would fill up and
+    stop the server)."""
+    args = ["--model", str(demo["model"]), "--backend", "torch", "--template", str(demo["template_video"])]
     log = tmp_path_factory.mktemp("serve") / "serve.log"
     with open(log, "w") as out:
-        proc = subprocess.Popen(cmd, stdout=out, stderr=subprocess.STDOUT)
-    url = f"http://127.0.0.1:{port}"
-    for _ in range(600):
         try:
-            json.load(urlopen(f"{url}/templates"))
-            break
-        except OSError:
-            assert proc.poll() is None, log.read_text()[-3000:]
-            time.sleep(0.1)
-    yield url, log
-    proc.terminate()
-    proc.wait(10)
+            with serve_in_child(args, out, timeout=60) as (_, url):
+                yield url, log
+        except HygieError as e:
+            pytest.fail(f"{e}\n{log.read_text()[-3000:]}")
 
 
 def test_the_page_plays_the_microphone_and_the_text_box_as_a_talking_face(served, demo, tmp_path):

@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 from conftest import save_model
 
-from hygie_lib.audio import MelStream, MelWindowStream, load_audio, log_mel, mel_windows
+from hygie_lib.audio import MelStream, MelWindowStream, frame_energy, load_audio, log_mel, mel_windows
 from hygie_lib.audio2shape import AudioToShape, ShapeModel, ShapeStream
 from hygie_lib.inference import MouthModel
 from hygie_lib.io import HygieError
@@ -47,8 +47,9 @@ def test_shape_stream_gives_predict_for_any_chunking():
     rng = np.random.default_rng(1)
     mel = log_mel(speech_like(4.0, rng), SR, fps=25, n_mels=80, per_frame=4, n_fft=512)
     k = 6
+    loud = float(np.percentile(frame_energy(mel, 4), 95))  # the gate starts at the training audio's loud level
     predictor = AudioToShape(
-        rng.normal(-4, 1, 40), rng.uniform(1, 3, 40), rng.normal(0, 0.1, (201, k)), np.ones(k), 2, 1.0
+        rng.normal(-4, 1, 40), rng.uniform(1, 3, 40), rng.normal(0, 0.1, (201, k)), np.ones(k), 2, 1.0, loud
     )
     whole = predictor.predict(mel, 4)
     assert whole.shape == (100, k) and np.isclose(whole, 1.0).all(1).any()  # silences drawn at rest

@@ -80,3 +80,29 @@ def test_the_sync_expert_hears_obamas_offset(clips):
     _, metrics = learn_sync(crops, mel, shapes, train_split=0.75, steps=200)
     assert abs(metrics["heldout_offset_raw"] - shapes.offset) <= 1  # held out, as recorded: late by the offset
     assert abs(metrics["heldout_offset_corrected"]) <= 1 and metrics["heldout_confidence"] > 0.05
+
+
+def test_new_audio_is_heard_as_the_recording_was_from_its_first_frame(clips):
+    """The silence gate starts at the recording's loudness (`loud`), so obama's held-out audio on its own, as new
+    audio comes, gets the mouths it gets within the whole recording from its first frame. A gate started from
+    silence took the quiet frames at its start for speech (measured: half the frames at rest)."""
+    from dataclasses import replace
+
+    c = clips["obama_20s"]
+    face = ~np.isnan(c["landmarks"][:, 0, 0])
+    mel = mel_of(c["audio"]).mel
+    model, _ = learn_shapes(c["landmarks"], face, mel, 4, train_split=0.75, components=8, half=2, smooth=1.0)
+    p = model.predictor
+    n = min(len(face), mel.shape[1] // 4)
+    start, edge = int(0.75 * n), p.half + p.radius  # frames of the held-out audio whose window reaches its start
+
+    def at_rest(predictor) -> tuple[np.ndarray, np.ndarray]:
+        """Frames at rest when the held-out audio is heard within the recording, and on its own."""
+        whole = predictor.predict(mel, 4)[start + edge : n]
+        alone = predictor.predict(mel[:, 4 * start :], 4)[edge : n - start]
+        return np.isclose(whole, p.rest).all(1), np.isclose(alone, p.rest).all(1)
+
+    within, alone = at_rest(p)
+    assert within.sum() >= 10 and np.array_equal(within, alone)
+    within, alone = at_rest(replace(p, loud=-np.inf))
+    assert alone.sum() < 0.75 * within.sum()

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import time
 from typing import NamedTuple
 
 import cv2
@@ -15,9 +16,10 @@ from aiohttp.test_utils import TestClient, TestServer
 
 from hygie_lib.audio import load_audio
 from hygie_lib.inference import MouthModel
+from hygie_lib.io import HygieError
 from hygie_lib.live import TemplateFrames
 from hygie_lib.render import check_template_video
-from hygie_lib.serve import FRAME_HEADER, FRAMES_HEADER, MAX_MESSAGE, Server, Template
+from hygie_lib.serve import FRAME_HEADER, FRAMES_HEADER, MAX_MESSAGE, Server, Template, serve_in_child
 
 SR = 16000
 
@@ -209,3 +211,12 @@ def test_load_several_sessions_at_once_each_get_their_own_frames(demo):
     for mine, frames, texts in runs:
         assert texts == [] and [f.index for f in frames] == list(range(40))
         np.testing.assert_array_equal(np.concatenate([f.audio for f in frames])[: len(mine)], mine[: 40 * SR // 25])
+
+
+def test_a_server_that_cannot_start_is_reported_not_waited_for(tmp_path):
+    args = ["--model", str(tmp_path / "missing.pt"), "--template", str(tmp_path / "missing.mp4")]
+    t = time.monotonic()
+    with pytest.raises(HygieError, match="exited with code 2 before it answered"):
+        with serve_in_child(args, timeout=60):
+            pass
+    assert time.monotonic() - t < 30
