@@ -85,7 +85,7 @@ def test_the_sync_expert_hears_obamas_offset(clips):
 def test_new_audio_is_heard_as_the_recording_was_from_its_first_frame(clips):
     """The silence gate starts at the recording's loudness (`loud`), so obama's held-out audio on its own, as new
     audio comes, gets the mouths it gets within the whole recording from its first frame. A gate started from
-    silence took the quiet frames at its start for speech (measured: half the frames at rest)."""
+    silence took the quiet frames at its start for speech (a quarter or more of the frames at rest missed)."""
     from dataclasses import replace
 
     c = clips["obama_20s"]
