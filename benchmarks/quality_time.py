@@ -38,6 +38,7 @@ from hygie_lib.crops import build_crops  # noqa: E402
 from hygie_lib.evaluate import evaluate_render  # noqa: E402
 from hygie_lib.inference import MouthModel  # noqa: E402
 from hygie_lib.landmarks import detect_video  # noqa: E402
+from hygie_lib.model import model_config  # noqa: E402
 from hygie_lib.render import render  # noqa: E402
 from hygie_lib.retrieve import build_library  # noqa: E402
 from hygie_lib.split import time_split  # noqa: E402
@@ -150,7 +151,7 @@ def main() -> None:
         to_the_end=args.full,
     )
 
-    model = {"widths": t["widths"], "emb": t["emb"], "reference": t["reference"], "cond": t["cond"]}
+    model = model_config(t)
     try:
         summary = fit(
             args.out / "crops.npz",

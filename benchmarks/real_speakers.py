@@ -11,8 +11,8 @@ the generator's best checkpoint at the first validation past each of --minutes o
 --eval-every steps), each cross-checked; the minutes column then counts training alone, as benchmarks/quality_time.py
 does for the demo speaker, e.g. --clips obama_20s --steps 5000 --eval-every 100 --minutes 5 10 20.
 Usage: python benchmarks/real_speakers.py [--clips obama_20s ...] [--steps 1000] [--eval-every N] [--size 160]
-       [--cond shape] [--w-sync 0] [--w-gan 0] [--mouths generate retrieve blend] [--blend poisson] [--reuse]
-       [--minutes 5 10 20] [--out /tmp/real_speakers]
+       [--cond shape] [--w-sync 0] [--w-gan 0] [--warp | --no-warp] [--ref-near 0.5]
+       [--mouths generate retrieve blend] [--blend poisson] [--reuse] [--minutes 5 10 20] [--out /tmp/real_speakers]
 """
 
 from __future__ import annotations
@@ -39,6 +39,7 @@ from hygie_lib.crops import build_crops  # noqa: E402
 from hygie_lib.evaluate import cross_check  # noqa: E402
 from hygie_lib.inference import MouthModel  # noqa: E402
 from hygie_lib.landmarks import detect_video  # noqa: E402
+from hygie_lib.model import model_config  # noqa: E402
 from hygie_lib.retrieve import build_library  # noqa: E402
 from hygie_lib.split import heldout_gap, time_split  # noqa: E402
 from hygie_lib.syncnet import learn_sync  # noqa: E402
@@ -60,6 +61,7 @@ COLUMNS = [
     "open_in_silence",
     "open_in_silence_real",
     "sharpness_ratio",
+    "lip_sharpness_ratio",
     "teeth_ratio",
 ]
 
@@ -85,10 +87,16 @@ def run_clip(name: str, args: argparse.Namespace) -> dict:
     for obj, file in ((crops, "crops.npz"), (mel, "mel.npz"), (shapes, "shape.npz"), (expert, "sync.pt")):
         obj.save(work / file)
     train = yaml.safe_load((ROOT / "params.yaml").read_text())["train"]
-    overrides = {"w_sync": args.w_sync, "w_gan": args.w_gan, "gan_warmup": args.gan_warmup, "TRAIN_SPLIT": args.split}
+    overrides = {
+        "w_sync": args.w_sync,
+        "w_gan": args.w_gan,
+        "gan_warmup": args.gan_warmup,
+        "ref_near": train["ref_near"] if args.ref_near is None else args.ref_near,
+        "TRAIN_SPLIT": args.split,
+    }
     budget = {"steps": args.steps, "eval_every": args.eval_every or args.steps // 10, "patience": 0}
     cfg = TrainConfig.of({**train, **overrides, **budget, "MEL_WIN": MEL_WIN, "lr": 0.002})  # 2x lr: short clips
-    model_kwargs = {"widths": train["widths"], "emb": train["emb"], "reference": train["reference"], "cond": args.cond}
+    model_kwargs = model_config({**train, "cond": args.cond, "warp": train["warp"] if args.warp is None else args.warp})
     rows = {}
 
     def judge(row: str, model: MouthModel, mouth: str, minutes: float) -> None:
@@ -152,6 +160,10 @@ def main() -> None:
     ap.add_argument("--cond", default="shape", choices=["shape", "audio"])
     ap.add_argument("--w-sync", type=float, default=0.0)
     ap.add_argument("--w-gan", type=float, default=0.0)
+    ap.add_argument(
+        "--warp", action=argparse.BooleanOptionalAction, default=None, help="train.warp (default: params.yaml's)"
+    )
+    ap.add_argument("--ref-near", type=float, help="train.ref_near (default: params.yaml's)")
     ap.add_argument("--gan-warmup", type=int, default=250, help="steps before the adversary joins")
     ap.add_argument(
         "--mouths",

@@ -31,7 +31,7 @@ from hygie_lib.audio2shape import AudioToShape, ShapeModel  # noqa: E402
 from hygie_lib.checkpoint import DataInfo, load_checkpoint, save_checkpoint  # noqa: E402
 from hygie_lib.crops import Crops, mouth_mask  # noqa: E402
 from hygie_lib.inference import MouthModel, export_onnx  # noqa: E402
-from hygie_lib.model import HygieUNetLite  # noqa: E402
+from hygie_lib.model import HygieUNetLite, model_config  # noqa: E402
 from hygie_lib.render import LOOP_JPEG, audio_features, prepare_template, render  # noqa: E402
 from hygie_lib.retrieve import MouthLibrary, build_library  # noqa: E402
 from hygie_lib.shape import ShapeSpace  # noqa: E402
@@ -76,12 +76,9 @@ def make_inputs(work: Path, model_path: str | None, seconds: float, size: int | 
     if model_path is None:  # an untrained model of params.yaml's config, its shape model fitted on the template
         model = HygieUNetLite(
             mask=mouth_mask(data.img_size, data.mouth_pad),
-            widths=tuple(t["widths"]),
-            emb=t["emb"],
             n_mels=data.n_mels,
             mel_win=data.mel_win,
-            reference=t["reference"],
-            cond=t["cond"],
+            **model_config(t),
         )
         space = ShapeSpace.fit(tpl.landmarks[tpl.face], p["train_shape"]["components"])
         predictor = AudioToShape.untrained(space.k)

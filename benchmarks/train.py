@@ -5,7 +5,7 @@ depend on content), the demo face's real landmarks (a shape-conditioned model dr
 CPU-side assembly of batches alone (indexing, drawing shapes, references, augmentation): on a GPU, training
 cannot go faster than that, so it bounds the expected GPU time.
 Usage: python benchmarks/train.py [--sizes 96 128] [--steps 8] [--device cpu] [--cond shape|audio] [--w-sync 0.3]
-       [--w-gan 0.1] [--precision auto|bf16|fp32] [--compile]
+       [--w-gan 0.1] [--warp | --no-warp] [--precision auto|bf16|fp32] [--compile]
 """
 
 from __future__ import annotations
@@ -29,7 +29,7 @@ from hygie_lib.crops import Crops, mouth_boxes, mouth_mask  # noqa: E402
 from hygie_lib.dataset import MouthBatches  # noqa: E402
 from hygie_lib.device import PRECISIONS, autocast_dtype  # noqa: E402
 from hygie_lib.landmarks import FaceMesh  # noqa: E402
-from hygie_lib.model import HygieUNetLite, count_params, flops_per_frame  # noqa: E402
+from hygie_lib.model import HygieUNetLite, count_params, flops_per_frame, model_config  # noqa: E402
 from hygie_lib.shape import ShapeSpace  # noqa: E402
 from hygie_lib.split import CLIP  # noqa: E402
 from hygie_lib.syncnet import SYNC_FRAMES, SyncExpert, SyncNet  # noqa: E402
@@ -68,6 +68,7 @@ def main() -> None:
     ap.add_argument("--cond", choices=["shape", "audio"], help="the generator's condition (default: params.yaml's)")
     ap.add_argument("--w-sync", type=float, help="sync loss weight (default: params.yaml's)")
     ap.add_argument("--w-gan", type=float, help="adversarial loss weight (default: params.yaml's)")
+    ap.add_argument("--warp", action=argparse.BooleanOptionalAction, help="train.warp (default: params.yaml's)")
     ap.add_argument("--precision", choices=PRECISIONS, help="training precision (default: params.yaml's)")
     ap.add_argument("--compile", action="store_true", help="torch.compile the model (compiled in the warm-up steps)")
     args = ap.parse_args()
@@ -76,6 +77,7 @@ def main() -> None:
     cond = args.cond or t["cond"]
     w_sync = t["w_sync"] if args.w_sync is None else args.w_sync
     w_gan = t["w_gan"] if args.w_gan is None else args.w_gan
+    t = {**t, "warp": t["warp"] if args.warp is None else args.warp}
     device = torch.device(args.device)
     torch.set_num_threads(os.cpu_count() or 1)
     one_step = {"steps": 1, "eval_every": 1, "patience": 0, "gan_warmup": 0, "seed": 0}
@@ -90,7 +92,7 @@ def main() -> None:
         f"device {device}, {torch.get_num_threads()} threads, "
         f"{autocast_dtype(device, cfg.precision) or torch.float32}, "
         f"cond {cond}, w_sync {w_sync}, w_gan {w_gan}, batch "
-        f"{cfg.batch_size} clips x {clip} frames, widths {t['widths']}, reference {t['reference']}"
+        f"{cfg.batch_size} clips x {clip} frames, widths {t['widths']}, reference {t['reference']}, warp {t['warp']}"
     )
     print(
         f"\n{'IMG_SIZE':>8}{'params':>11}{'GFLOPs/frame':>14}{'train samples/s':>17}{'forward ms/frame':>18}"
@@ -105,12 +107,9 @@ def main() -> None:
         )
         model = HygieUNetLite(
             mask=crops.mask,
-            widths=tuple(t["widths"]),
-            emb=t["emb"],
             n_mels=m["N_MELS"],
             mel_win=cfg.mel_win,
-            reference=t["reference"],
-            cond=cond,
+            **model_config({**t, "cond": cond}),
         ).to(device)
         opt = torch.optim.AdamW(model.parameters(), lr=cfg.lr)
         trained = torch.compile(model) if args.compile else model

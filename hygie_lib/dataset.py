@@ -10,7 +10,7 @@ from hygie_lib.audio import Mel, mel_windows
 from hygie_lib.audio2shape import ShapeModel
 from hygie_lib.crops import Crops
 from hygie_lib.shape import sketches
-from hygie_lib.split import CLIP, pick_references
+from hygie_lib.split import CLIP, near_references, pick_references
 from hygie_lib.syncnet import audio_windows
 
 
@@ -55,12 +55,19 @@ class MouthBatches:
             c = mel_windows(self.mel, flat + self.shapes.offset, per_frame=self.per_frame, win=self.mel_win)[:, None]
         return torch.from_numpy(np.ascontiguousarray(c, dtype=np.float32)).view(*frames.shape, *c.shape[1:])
 
-    def batch(self, starts: np.ndarray, rng: np.random.Generator, *, augment: bool) -> dict[str, torch.Tensor]:
+    def batch(
+        self, starts: np.ndarray, rng: np.random.Generator, *, augment: bool, near: float = 0.0
+    ) -> dict[str, torch.Tensor]:
         """target [B, T, 3, S, S], cond [B, T, ...], ref [B, 3, S, S] and the clip's middle frame's audio for the sync
-        expert, sync_mel [B, n_mels, SYNC_FRAMES * per_frame], for clips of T frames starting at `starts`."""
+        expert, sync_mel [B, n_mels, SYNC_FRAMES * per_frame], for clips of T frames starting at `starts`. References
+        are random; a share `near` of them (drawn at random) are mouths of nearly the clip's first frame's shape."""
         frames = starts[:, None] + np.arange(self.clip)  # [B, T]
         target, cond = self.images(frames), self.conditions(frames)
-        ref = self.images(pick_references(starts, self.ref_pool, self.ref_gap, rng))
+        refs = pick_references(starts, self.ref_pool, self.ref_gap, rng)
+        if near:  # as render.mouth blend shows them: real mouths of nearly the same shape
+            pick = rng.random(len(starts)) < near
+            refs[pick] = near_references(starts[pick], self.ref_pool, self.coefficients, self.ref_gap, rng)
+        ref = self.images(refs)
         if augment:
             target, sketch, ref = _jitter(target, cond if self.cond == "shape" else None, ref, rng)
             cond = cond if sketch is None else sketch

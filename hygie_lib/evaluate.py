@@ -32,6 +32,7 @@ from hygie_lib.metrics import (
     closed_level,
     lag_correlation,
     lip_distance,
+    lip_sharpness,
     mouth_aperture,
     sharpness,
     ssim,
@@ -291,20 +292,24 @@ def _appearance(
     open_: np.ndarray,
 ) -> dict:
     """How real the generated mouths look next to the real ones: `sharpness_ratio` (mean high-frequency energy in
-    the mask, in frame pixels, generated / real; 1 = as sharp) and `teeth_ratio` (on frames where the real mouth is
-    open, the mean share of teeth pixels inside the inner lips, generated / real)."""
-    sharp_real, sharp_gen, teeth_real, teeth_gen = [], [], [], []
+    the mask, in frame pixels, generated / real; 1 = as sharp), `lip_sharpness_ratio` (the same on the lips alone)
+    and `teeth_ratio` (on frames where the real mouth is open, the mean share of teeth pixels inside the inner lips,
+    generated / real)."""
+    sharp_real, sharp_gen, lips_real, lips_gen, teeth_real, teeth_gen = [], [], [], [], [], []
     # real frame k is the template's frame n-1-k (the template plays the block backwards); g was drawn into frame k
     frames = zip(real, generated, template.boxes[::-1], template.boxes)
     for k, (r, g, real_box, gen_box) in enumerate(frames):
         sharp_real.append(sharpness(r, real_box, template.mask))
         sharp_gen.append(sharpness(g, gen_box, template.mask))
+        lips_real.append(lip_sharpness(r, real_lm[k]))
+        lips_gen.append(lip_sharpness(g, gen_lm[k]))
         if open_[k]:
             teeth_real.append(teeth_fraction(r, real_lm[k]))
             teeth_gen.append(teeth_fraction(g, gen_lm[k]))
     teeth = np.nanmean(teeth_gen) / max(np.nanmean(teeth_real), 1e-6) if teeth_real else float("nan")
     return {
         "sharpness_ratio": float(np.mean(sharp_gen) / max(np.mean(sharp_real), 1e-6)),
+        "lip_sharpness_ratio": float(np.nanmean(lips_gen) / max(np.nanmean(lips_real), 1e-6)),
         "teeth_ratio": float(teeth),
         "teeth_real": float(np.nanmean(teeth_real)) if teeth_real else float("nan"),
     }

@@ -12,6 +12,7 @@ from hygie_lib.landmarks import INNER_LIPS, OUTER_LIPS, eye_centres, face_axes
 
 MAX_LAG = 10  # frames searched either way for the sync offset
 TEETH_VALUE, TEETH_SATURATION = 140, 90  # a pixel is "teeth" when bright (HSV V >= 140) and pale (S <= 90)
+LIP_MARGIN = 0.1  # lip_sharpness looks this share of the mouth's width beyond the outer lip contour
 
 
 def ssim(pred: torch.Tensor, target: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
@@ -93,7 +94,27 @@ def sharpness(frame: np.ndarray, box: np.ndarray, mask: np.ndarray) -> float:
     x0, y0, x1, y1 = roi
     inside = uncrop(mask.astype(np.uint8) * 255, box, roi, cv2.INTER_NEAREST) > 127
     inside = cv2.erode(inside.astype(np.uint8), np.ones((5, 5), np.uint8)).astype(bool)
-    lap = cv2.Laplacian(cv2.cvtColor(frame[y0:y1, x0:x1], cv2.COLOR_RGB2GRAY).astype(np.float32), cv2.CV_32F)
+    return _laplacian_variance(frame[y0:y1, x0:x1], inside)
+
+
+def lip_sharpness(frame: np.ndarray, landmarks: np.ndarray) -> float:
+    """`sharpness` on the lips alone: inside the outer-lip polygon grown by LIP_MARGIN of the mouth's width (the lips,
+    the teeth and the lip edges, without the cheeks, chin and collar the mask also holds); NaN without a face."""
+    if np.isnan(landmarks[0, 0]):
+        return float("nan")
+    lips = np.round(landmarks[OUTER_LIPS, :2]).astype(np.int32)
+    grow = max(1, round(LIP_MARGIN * np.ptp(lips[:, 0])))
+    x0, y0 = np.maximum(lips.min(0) - grow - 1, 0)
+    x1, y1 = lips.max(0) + grow + 2
+    inside = np.zeros((y1 - y0, x1 - x0), np.uint8)
+    cv2.fillPoly(inside, [lips - (x0, y0)], 1)
+    inside = cv2.dilate(inside, np.ones((2 * grow + 1, 2 * grow + 1), np.uint8))
+    return _laplacian_variance(frame[y0:y1, x0:x1], inside[: frame.shape[0] - y0, : frame.shape[1] - x0] > 0)
+
+
+def _laplacian_variance(rgb: np.ndarray, inside: np.ndarray) -> float:
+    """Variance of the grey Laplacian of an RGB image at the pixels where `inside` (bool, same size) holds."""
+    lap = cv2.Laplacian(cv2.cvtColor(rgb, cv2.COLOR_RGB2GRAY).astype(np.float32), cv2.CV_32F)
     return float(lap[inside].var())
 
 

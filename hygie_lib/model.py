@@ -8,6 +8,9 @@ Inputs, for a batch of B frames and a crop side S:
     ref    [B, 3, S, S]            optional unmasked crop of the same person at another moment (Wav2Lip style)
 Output:
     [B, 3, S, S] the full crop in [0, 1]: masked + delta, delta = tanh(head(features)) in [-1, 1], clamped.
+    With `warp` (needs a reference), inside the mask a per-pixel mix of that and the reference crop warped by a
+    predicted flow: alpha * warp(ref, flow) + (1 - alpha) * (masked + delta). Warping moves real pixels (teeth, lip
+    edges, skin) instead of drawing them, so what it paints stays as sharp as the reference.
 
 The mask [S, S] (1 = hidden) is a buffer of the model, saved with its weights, so training, evaluation and
 rendering can never hide different regions.
@@ -19,7 +22,9 @@ Layout (widths w0..w3 = 16, 32, 64, 128 by default, L = len(widths) levels, L - 
     bottleneck one 3x3 conv, FiLM
     decoder   level i: 1x1 conv (at low res) -> nearest upsample x2 -> concat skip -> 3x3 conv, FiLM
               (no norm at full resolution: a GroupNorm pass over the largest tensors costs more than it helps)
-    head      3x3 conv -> tanh, added to the masked input
+    head      3x3 conv -> tanh, added to the masked input (+ warp: an alpha channel, sigmoid, inside the mask)
+    flow      (warp) 3x3 conv on the decoder's S/4 level -> tanh x WARP_REACH -> bilinear upsample to S x S: where
+              each pixel is taken from in the reference (grid_sample, border padding)
     condition "audio": conv2d stack over the mel window (3 stride-2) -> flatten -> Linear -> embedding [B, emb]
               "shape": the drawing joins the input channels; pooled to 8 x 8 -> Linear -> embedding [B, emb]
 FiLM: feat * (1 + gamma) + beta, gamma and beta linear in the embedding, zero-initialised (identity at init).
@@ -37,6 +42,7 @@ from torch import Tensor, nn
 
 CHANNELS_LAST = True  # run the convs in NHWC (measured faster with oneDNN on CPU)
 MEL_SHIFT, MEL_SCALE = 4.0, 4.0  # fixed affine on the log-mel: (x + 4) / 4 maps about [-11.5, 5] to [-1.9, 2.3]
+WARP_REACH = 0.25  # the farthest a warped pixel comes from, in half crop sides (0.25: 20 px of a 160 px crop)
 
 
 def _gn(ch: int) -> nn.GroupNorm:
@@ -123,6 +129,12 @@ class SketchEncoder(nn.Module):
 
 
 CONDITIONS = ("shape", "audio")  # train.cond: what the generator is given to draw the mouth from
+MODEL_PARAMS = ("widths", "emb", "reference", "cond", "warp")  # the train.* params that make the network
+
+
+def model_config(train: dict) -> dict:
+    """The network's config (HygieUNetLite's keyword arguments, as checkpoints store them) from params' `train`."""
+    return {k: list(train[k]) if k == "widths" else train[k] for k in MODEL_PARAMS}
 
 
 class HygieUNetLite(nn.Module):
@@ -143,6 +155,7 @@ class HygieUNetLite(nn.Module):
         mel_win: int = 16,
         reference: bool = True,
         cond: str = "audio",
+        warp: bool = False,
     ):
         super().__init__()
         widths = tuple(int(w) for w in widths)
@@ -160,7 +173,15 @@ class HygieUNetLite(nn.Module):
             raise ValueError(f"the mel window must be at least 8 x 2, got n_mels={n_mels}, mel_win={mel_win}")
         if cond not in CONDITIONS:
             raise ValueError(f"cond must be one of {CONDITIONS}, got {cond!r}")
-        self.config = {"widths": list(widths), "emb": int(emb), "reference": bool(reference), "cond": cond}
+        if warp and not reference:
+            raise ValueError("warp moves the reference crop's pixels: it needs reference=True")
+        self.config = {
+            "widths": list(widths),
+            "emb": int(emb),
+            "reference": bool(reference),
+            "cond": cond,
+            "warp": bool(warp),
+        }
         self.img_size, self.widths, self.n_mels, self.mel_win, self.reference = (
             img_size,
             widths,
@@ -187,9 +208,18 @@ class HygieUNetLite(nn.Module):
         self.ups = nn.ModuleList(
             UpBlock(widths[i + 1], widths[i], emb=emb, norm=i > 0) for i in reversed(range(n_down))
         )
-        self.head = nn.Conv2d(widths[0], 3, 3, padding=1)  # [B, 3, S, S] -> tanh -> delta
+        self.warp = bool(warp)
+        self.head = nn.Conv2d(widths[0], 3 + warp, 3, padding=1)  # [B, 3 (+1 alpha), S, S]
         nn.init.normal_(self.head.weight, std=1e-3)  # start near the identity: out ~ masked input
         nn.init.zeros_(self.head.bias)
+        if warp:
+            self.flow_level = min(2, n_down - 1)  # the decoder level at S/4 (or the coarsest after an upsampling)
+            self.flow = nn.Conv2d(widths[self.flow_level], 2, 3, padding=1)  # [B, 2, S/4, S/4] -> tanh -> flow
+            nn.init.zeros_(self.flow.weight)  # start with the identity warp
+            nn.init.zeros_(self.flow.bias)
+            ramp = (torch.arange(img_size, dtype=torch.float32) + 0.5) / img_size * 2.0 - 1.0  # pixel centres
+            grid = torch.stack(torch.meshgrid(ramp, ramp, indexing="xy"), dim=-1)  # [S, S, 2] as (x, y)
+            self.register_buffer("grid", grid[None], persistent=False)  # [1, S, S, 2], not saved: rebuilt
 
     def cond_shape(self, batch: int) -> tuple[int, ...]:
         """The condition's shape for a batch: [B, 1, n_mels, mel_win] (audio) or [B, 3, S, S] (shape)."""
@@ -232,10 +262,22 @@ class HygieUNetLite(nn.Module):
         for down in self.downs:
             skips.append(down(skips[-1]))  # [B, wi, S/2^i, S/2^i]
         h = self.mid_film(self.mid(skips.pop()), e)  # [B, wL, S/2^n, S/2^n]
+        flow = None
         for up in self.ups:
             h = up(h, skips.pop(), e)  # [B, wi, S/2^i, S/2^i], up to [B, w0, S, S]
-        delta = torch.tanh(self.head(h))  # [B, 3, S, S] in [-1, 1]: masked zeros can become any intensity
-        return _clamp01_straight_through(masked + delta.contiguous())  # [B, 3, S, S]
+            if self.warp and len(skips) == self.flow_level:
+                flow = torch.tanh(self.flow(h)) * WARP_REACH  # [B, 2, S/4, S/4]
+        head = self.head(h)
+        delta = torch.tanh(head[:, :3])  # [B, 3, S, S] in [-1, 1]: masked zeros can become any intensity
+        out = masked + delta.contiguous()
+        if self.warp:
+            flow = F.interpolate(flow, size=out.shape[-2:], mode="bilinear", align_corners=False)
+            warped = F.grid_sample(
+                ref, self.grid + flow.permute(0, 2, 3, 1), mode="bilinear", padding_mode="border", align_corners=False
+            )  # [B, 3, S, S]: the reference's pixels, moved
+            alpha = torch.sigmoid(head[:, 3:]) * self.mask  # [B, 1, S, S], 0 outside the mask
+            out = out + alpha * (warped - out)
+        return _clamp01_straight_through(out)  # [B, 3, S, S]
 
 
 def _clamp01_straight_through(y: Tensor) -> Tensor:

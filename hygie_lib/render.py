@@ -27,6 +27,7 @@ from hygie_lib.crops import Crops
 from hygie_lib.inference import MouthModel
 from hygie_lib.io import HygieError, atomic_path, check_choice
 from hygie_lib.retrieve import MouthLibrary
+from hygie_lib.shape import crop_points, reshape_mouths
 from hygie_lib.video import VideoInfo, VideoWriter, iter_frames, probe_video
 
 AUDIO_SR = 48000  # sample rate of the muxed output audio (the model hears its own SR via the mel)
@@ -139,10 +140,11 @@ class Painter:
         n: int,
         heard: np.ndarray | None,
         picks: np.ndarray | None = None,
+        wanted: np.ndarray | None = None,
     ) -> list[tuple[int, np.ndarray, tuple[int, int]]]:
         """The next `n` output frames, as `images` gives them, with the new mouths pasted in. `heard` [n, ...]: what
         the model heard for each (`MouthModel.hear`; unused by retrieve); `picks` [n]: each frame's library mouth
-        (retrieve, blend)."""
+        (retrieve, blend), reshaped to `wanted` [n, K], the shapes the audio asks for."""
         seconds, template, model = self.seconds, self.template, self.model
         ks = np.arange(self.k, self.k + n)
         self.k += n
@@ -154,8 +156,12 @@ class Painter:
         face = template.face[idx]
         f = idx[face]  # template frames with a face
         crops = template.crops[f]  # [F, S, S, 3]
-        if self.mouth != "generate":  # the library's real mouths: pasted (retrieve) or shown as the reference (blend)
-            ref = self.library.crops[picks[face]]
+        if self.mouth != "generate":  # the library's real mouths, given the wanted shape at the template's pose:
+            lib = picks[face]  # pasted (retrieve) or shown as the reference (blend)
+            points = crop_points(
+                model.shapes.space, wanted[face], template.landmarks[f], template.boxes[f], template.size
+            )
+            ref = reshape_mouths(self.library.crops[lib], self.library.points[lib], points)
         else:
             ref = template.crops[self.refs[f]] if model.reference else None
         seconds["crops"] += _lap(t)
@@ -207,21 +213,23 @@ def render_frames(
     t = time.perf_counter()
     # the whole audio at once: a shape model smooths its mouth shapes over time; retrieve draws nothing
     heard = model.hear(mel) if mouth != "retrieve" else None
-    picks = None if mouth == "generate" else _retrieve(model, mel, library)
+    wanted, picks = (None, None) if mouth == "generate" else _retrieve(model, mel, library)
     painter.seconds["cond"] += _lap(t)
     for k0 in range(0, mel.n_frames, batch):
         n = min(batch, mel.n_frames - k0)
-        rows = None if heard is None else heard[k0 : k0 + n]
-        for _, frame, _ in painter.paint(n, rows, None if picks is None else picks[k0 : k0 + n]):
+        rows, pick, want = (None if a is None else a[k0 : k0 + n] for a in (heard, picks, wanted))
+        for _, frame, _ in painter.paint(n, rows, pick, want):
             yield frame
 
 
-def _retrieve(model: MouthModel, mel: Mel, library: MouthLibrary | None) -> np.ndarray:
-    """The library mouth of every output frame: nearest the shape the audio asks for, along a smooth path."""
+def _retrieve(model: MouthModel, mel: Mel, library: MouthLibrary | None) -> tuple[np.ndarray, np.ndarray]:
+    """The shape [n, K] the audio asks for at every output frame, and the library mouth [n] that shows it best:
+    nearest that shape, along a smooth path."""
     if library.crops.shape[1] != model.data.img_size:
         size = library.crops.shape[1]
         raise HygieError(f"the mouth library holds {size}px crops, the model {model.data.img_size}px: `dvc repro`.")
-    return library.choose(model.mouth_shapes(mel) / model.shapes.space.scale)
+    wanted = model.mouth_shapes(mel)
+    return wanted, library.choose(wanted / model.shapes.space.scale)
 
 
 def render(

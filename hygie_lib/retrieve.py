@@ -22,6 +22,7 @@ from hygie_lib.audio2shape import ShapeModel
 from hygie_lib.checkpoint import DataInfo
 from hygie_lib.crops import Crops
 from hygie_lib.io import HygieError, save_npz
+from hygie_lib.shape import crop_points
 
 CANDIDATES = 8  # nearest library mouths considered per frame
 THUMB = 16  # side of the grey thumbnails the jump cost compares
@@ -37,6 +38,7 @@ class MouthLibrary:
     shapes: np.ndarray  # [M, K] shape coefficients, in units of each coefficient's spread
     frames: np.ndarray  # [M] frame numbers in the recording
     thumbs: np.ndarray  # [M, THUMB * THUMB] grey thumbnails of the mask's box, in [0, 1]
+    points: np.ndarray  # [M, len(shape.MOUTH), 2] each crop's mouth points (its shape as placed), in crop pixels
     mask: np.ndarray  # [S, S] the region a pasted mouth replaces
     data: DataInfo  # how the crops and the mel the shape model hears were made (mel_win 0: no generator)
     model: ShapeModel  # the recording's audio -> shape model
@@ -51,6 +53,7 @@ class MouthLibrary:
             shapes=self.shapes,
             frames=self.frames,
             thumbs=self.thumbs,
+            points=self.points,
             mask=self.mask,
             data=data,
             **arrays,
@@ -63,7 +66,7 @@ class MouthLibrary:
             with np.load(path) as z:
                 model = ShapeModel.from_arrays({k[6:]: z[k] for k in z.files if k.startswith("model.")})
                 data = DataInfo.from_dict(json.loads(str(z["data"])))
-                return cls(z["crops"], z["shapes"], z["frames"], z["thumbs"], z["mask"], data, model)
+                return cls(z["crops"], z["shapes"], z["frames"], z["thumbs"], z["points"], z["mask"], data, model)
         except (OSError, KeyError, ValueError) as e:
             raise HygieError(f"{path}: not a mouth library made by build_library ({e}); run `dvc repro`.") from e
 
@@ -90,7 +93,8 @@ def build_library(crops: Crops, model: ShapeModel, frames: np.ndarray, data: Dat
     """The library of a recording's `frames` (its training block, with a face): crops, shapes, thumbnails, and what
     rendering from it needs (`data`, the mask, the shape `model`)."""
     space = model.space
-    shapes = space.coefficients(crops.landmarks[frames]) / space.scale
+    coefficients = space.coefficients(crops.landmarks[frames])
+    points = crop_points(space, coefficients, crops.landmarks[frames], crops.boxes[frames], crops.size)
     ys, xs = np.nonzero(crops.mask)
     thumbs = (
         np.stack(
@@ -106,5 +110,12 @@ def build_library(crops: Crops, model: ShapeModel, frames: np.ndarray, data: Dat
         / 255.0
     )
     return MouthLibrary(
-        crops.crops[frames], shapes.astype(np.float32), frames.astype(np.int64), thumbs, crops.mask, data, model
+        crops.crops[frames],
+        (coefficients / space.scale).astype(np.float32),
+        frames.astype(np.int64),
+        thumbs,
+        points.astype(np.float32),
+        crops.mask,
+        data,
+        model,
     )

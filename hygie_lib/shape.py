@@ -22,6 +22,9 @@ FOREHEAD = np.array([10, 338, 297, 332, 284, 109, 67, 103, 54, 21, 251, 389, 162
 ANCHORS = np.unique(np.concatenate([LEFT_EYE, RIGHT_EYE, NOSE, FOREHEAD]))  # points speech does not move
 MOUTH = np.concatenate([OUTER_LIPS, INNER_LIPS, JAW])  # points that move with speech: outer, inner lips, jaw
 _OUTER, _INNER, _JAW = np.split(np.arange(len(MOUTH)), [len(OUTER_LIPS), len(OUTER_LIPS) + len(INNER_LIPS)])
+RESHAPE_BORDER = 8  # points per side of the crop that a reshaped mouth holds still
+RESHAPE_GRID = 20  # the reshaping's displacement is computed on this grid and interpolated (it is smooth)
+RESHAPE_SMOOTH = 1.0  # thin-plate regularisation: points that coincide (closed lips) may ask for different moves
 assert set(ANCHORS).isdisjoint(MOUTH) and {i for e in fmc.FACEMESH_FACE_OVAL for i in e} >= set(FOREHEAD)
 
 
@@ -106,13 +109,59 @@ def draw_shape(points: np.ndarray, size: int) -> np.ndarray:
     return out.astype(np.float32) / 255.0
 
 
+def crop_points(
+    space: ShapeSpace, coefficients: np.ndarray, landmarks: np.ndarray, boxes: np.ndarray, size: int
+) -> np.ndarray:
+    """Mouth points [B, len(MOUTH), 2] in crop pixels: shapes [B, K] at the poses of `landmarks` [B, 478, 3], in the
+    crops of `boxes` [B, 3]."""
+    points = space.place(coefficients, landmarks)  # [B, M, 2] frame pixels
+    for i, box in enumerate(boxes):
+        m = crop_matrix(box, size)
+        points[i] = points[i] @ m[:, :2].T + m[:, 2]
+    return points
+
+
 def sketches(
     space: ShapeSpace, coefficients: np.ndarray, landmarks: np.ndarray, boxes: np.ndarray, size: int
 ) -> np.ndarray:
     """Shapes [B, K] drawn at the poses of `landmarks` [B, 478, 3] into the crops of `boxes` [B, 3]: [B, 3, S, S]."""
-    points = space.place(coefficients, landmarks)  # [B, M, 2] frame pixels
+    points = crop_points(space, coefficients, landmarks, boxes, size)
     out = np.empty((len(points), 3, size, size), np.float32)
-    for i, (p, box) in enumerate(zip(points, boxes)):
-        m = crop_matrix(box, size)
-        out[i] = draw_shape(p @ m[:, :2].T + m[:, 2], size)
+    for i, p in enumerate(points):
+        out[i] = draw_shape(p, size)
     return out
+
+
+def reshape_mouths(images: np.ndarray, src: np.ndarray, dst: np.ndarray) -> np.ndarray:
+    """Real mouths given other shapes: images [B, S, S, 3] warped so that their mouth points `src` [B, M, 2] (crop
+    pixels) land on `dst`, by a thin-plate spline that holds the crop's border still. Nothing is drawn: every output
+    pixel is an input pixel, moved (bicubic)."""
+    b, size = len(images), images.shape[1]
+    edge = np.linspace(0.0, size - 1.0, RESHAPE_BORDER)
+    still = np.concatenate(
+        [np.stack(np.broadcast_arrays(edge, e), 1) for e in (0.0, size - 1.0)]
+        + [np.stack(np.broadcast_arrays(e, edge[1:-1]), 1) for e in (0.0, size - 1.0)]
+    )  # [4 RESHAPE_BORDER - 4, 2] points on the border
+    ctrl = np.concatenate([dst, np.broadcast_to(still, (b, *still.shape))], 1)  # [B, n, 2]: where output pixels are
+    move = np.concatenate([src - dst, np.zeros((b, *still.shape))], 1)  # [B, n, 2]: where to fetch them from
+    n = ctrl.shape[1]
+    affine = np.concatenate([np.ones((b, n, 1)), ctrl], 2)  # [B, n, 3]
+    system = np.zeros((b, n + 3, n + 3))
+    system[:, :n, :n] = _tps_kernel(ctrl, ctrl) + RESHAPE_SMOOTH * np.eye(n)
+    system[:, :n, n:], system[:, n:, :n] = affine, affine.transpose(0, 2, 1)
+    w = np.linalg.solve(system, np.concatenate([move, np.zeros((b, 3, 2))], 1))  # [B, n + 3, 2]
+    at = (np.arange(RESHAPE_GRID) + 0.5) * size / RESHAPE_GRID - 0.5  # the coarse grid cv2.resize interpolates from
+    coarse = np.broadcast_to(np.stack(np.meshgrid(at, at), -1).reshape(-1, 2), (b, RESHAPE_GRID**2, 2))
+    disp = _tps_kernel(coarse, ctrl) @ w[:, :n] + np.concatenate([np.ones((b, len(at) ** 2, 1)), coarse], 2) @ w[:, n:]
+    fine = np.stack(np.meshgrid(np.arange(size, dtype=np.float32), np.arange(size, dtype=np.float32)), -1)
+    out = np.empty_like(images)
+    for i, d in enumerate(disp.reshape(b, RESHAPE_GRID, RESHAPE_GRID, 2).astype(np.float32)):
+        fetch = fine + cv2.resize(d, (size, size))  # [S, S, 2]
+        out[i] = cv2.remap(images[i], fetch[..., 0], fetch[..., 1], cv2.INTER_CUBIC, borderMode=cv2.BORDER_REPLICATE)
+    return out
+
+
+def _tps_kernel(a: np.ndarray, b: np.ndarray) -> np.ndarray:
+    """The thin-plate spline's radial basis r^2 log r between points a [B, N, 2] and b [B, M, 2]: [B, N, M]."""
+    r2 = ((a[:, :, None] - b[:, None]) ** 2).sum(-1)
+    return 0.5 * r2 * np.log(np.maximum(r2, 1e-12))

@@ -63,3 +63,16 @@ def pick_references(targets: np.ndarray, pool: np.ndarray, min_gap: int, rng: np
         refs[bad] = rng.choice(pool, size=int(bad.sum()))
         bad = np.abs(refs - targets) < min_gap
     return refs
+
+
+def near_references(
+    targets: np.ndarray, pool: np.ndarray, shapes: np.ndarray, min_gap: int, rng: np.random.Generator, k: int = 8
+) -> np.ndarray:
+    """For each target frame one of the `k` frames of `pool` at least `min_gap` frames away whose mouth shapes
+    (`shapes` [N, K], indexed by frame) are nearest its own: the kind of reference render.mouth blend shows."""
+    dist = ((shapes[targets][:, None] - shapes[pool][None]) ** 2).sum(-1)  # [B, P]
+    dist[np.abs(pool[None] - targets[:, None]) < min_gap] = np.inf
+    k = min(k, len(pool))
+    nearest = np.argpartition(dist, k - 1, axis=1)[:, :k]  # [B, k]
+    picks = nearest[np.arange(len(targets)), rng.integers(0, k, len(targets))]
+    return pool[picks]

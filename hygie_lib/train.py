@@ -49,6 +49,7 @@ class TrainConfig:
     w_gan: float  # weight of the PatchGAN adversary's verdict on the mouth region (0 = off)
     gan_warmup: int  # steps of reconstruction alone before the adversary joins
     augment: bool
+    ref_near: float  # share of references that are mouths of nearly the target's shape (what render.mouth blend shows)
     precision: str  # auto (bf16 autocast where the hardware has it), bf16 or fp32 (hygie_lib.device.PRECISIONS)
     train_split: float  # TRAIN_SPLIT
     seed: int
@@ -191,7 +192,9 @@ def _batches(
     afterwards, are the same either way."""
 
     def make() -> dict[str, torch.Tensor]:
-        return data.batch(rng.choice(starts, cfg.batch_size, replace=False), rng, augment=cfg.augment)
+        return data.batch(
+            rng.choice(starts, cfg.batch_size, replace=False), rng, augment=cfg.augment, near=cfg.ref_near
+        )
 
     if not ahead:
         yield from (make() for _ in range(n))

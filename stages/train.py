@@ -11,6 +11,7 @@ from common import load_params, run
 
 from hygie_lib.device import PRECISIONS
 from hygie_lib.io import check_choice
+from hygie_lib.model import model_config
 from hygie_lib.train import NoLive, TrainConfig, fit
 
 
@@ -28,7 +29,7 @@ def main() -> None:
     from dvclive import Live
 
     cfg = TrainConfig.of(vars(p))
-    model = {"widths": p.widths, "emb": p.emb, "reference": p.reference, "cond": p.cond}
+    model = model_config(vars(p))
     first = os.environ.get("RANK", "0") == "0"  # under torchrun, the first process alone logs
     logger = Live(args.live_dir, dvcyaml=None, save_dvc_exp=False) if first else nullcontext(NoLive())
     with logger as live:  # a resume re-logs its earlier validations

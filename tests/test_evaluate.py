@@ -2,7 +2,7 @@ import cv2
 import numpy as np
 import pytest
 
-from hygie_lib.metrics import MAX_LAG, lag_correlation, lip_distance, sharpness, sync, teeth_fraction
+from hygie_lib.metrics import MAX_LAG, lag_correlation, lip_distance, lip_sharpness, sharpness, sync, teeth_fraction
 
 
 def test_sync_finds_the_lag_between_two_signals():
@@ -45,6 +45,23 @@ def test_sharpness_sees_blur_inside_the_mouth_mask_only():
     assert sharpness(outside, box, mask) == pytest.approx(sharpness(frame, box, mask), rel=0.02)
 
 
+def test_lip_sharpness_sees_the_lips_alone():
+    from hygie_lib.landmarks import OUTER_LIPS
+
+    rng = np.random.default_rng(4)
+    frame = rng.integers(0, 256, (240, 320, 3), dtype=np.uint8)
+    landmarks = np.zeros((478, 3), np.float32)
+    angles = np.linspace(0, 2 * np.pi, len(OUTER_LIPS), endpoint=False)
+    landmarks[OUTER_LIPS, 0], landmarks[OUTER_LIPS, 1] = 160 + 50 * np.cos(angles), 150 + 25 * np.sin(angles)
+    soft_lips = frame.copy()
+    soft_lips[115:185, 100:220] = cv2.GaussianBlur(frame, (0, 0), 1.5)[115:185, 100:220]  # the lips and a margin
+    assert lip_sharpness(soft_lips, landmarks) < 0.2 * lip_sharpness(frame, landmarks)
+    soft_chin = frame.copy()
+    soft_chin[190:] = cv2.GaussianBlur(frame, (0, 0), 1.5)[190:]  # below the lips (chin, collar): not counted
+    assert lip_sharpness(soft_chin, landmarks) == lip_sharpness(frame, landmarks)
+    assert np.isnan(lip_sharpness(frame, np.full((478, 3), np.nan, np.float32)))
+
+
 def test_teeth_fraction_counts_bright_pale_pixels_inside_the_inner_lips():
     from hygie_lib.landmarks import INNER_LIPS
 
@@ -63,7 +80,7 @@ def test_appearance_compares_generated_with_real_frames_box_for_box():
 
     from hygie_lib.crops import mouth_mask
     from hygie_lib.evaluate import _appearance
-    from hygie_lib.landmarks import INNER_LIPS
+    from hygie_lib.landmarks import INNER_LIPS, OUTER_LIPS
 
     rng = np.random.default_rng(3)
     real = [rng.integers(0, 256, (240, 320, 3), dtype=np.uint8) for _ in range(4)]
@@ -73,12 +90,14 @@ def test_appearance_compares_generated_with_real_frames_box_for_box():
     lm = np.zeros((4, 478, 3), np.float32)
     angles = np.linspace(0, 2 * np.pi, len(INNER_LIPS), endpoint=False)
     lm[:, INNER_LIPS, 0], lm[:, INNER_LIPS, 1] = 150 + 40 * np.cos(angles), 130 + 20 * np.sin(angles)
+    lm[:, OUTER_LIPS, 0], lm[:, OUTER_LIPS, 1] = 150 + 50 * np.cos(angles), 130 + 28 * np.sin(angles)
     template = SimpleNamespace(boxes=np.tile([150.0, 130.0, 100.0], (4, 1)), mask=mouth_mask(64, 1.3))
     is_open = np.array([True, True, False, True])
     same = _appearance(real, lm, iter(real), lm, template, is_open)
     assert same["sharpness_ratio"] == pytest.approx(1.0) and same["teeth_ratio"] == pytest.approx(1.0)
+    assert same["lip_sharpness_ratio"] == pytest.approx(1.0)
     soft = [cv2.GaussianBlur(f, (0, 0), 2.0) for f in real]
     for f in soft:
         f[108:152, 108:192] = (120, 40, 40)  # an opening without teeth
     blurred = _appearance(real, lm, iter(soft), lm, template, is_open)
-    assert blurred["sharpness_ratio"] < 0.2 and blurred["teeth_ratio"] < 0.1
+    assert blurred["sharpness_ratio"] < 0.2 and blurred["teeth_ratio"] < 0.1 and blurred["lip_sharpness_ratio"] < 0.2

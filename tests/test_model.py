@@ -2,13 +2,17 @@
 
 from __future__ import annotations
 
+import math
+from dataclasses import replace
+
 import numpy as np
 import pytest
 import torch
 from conftest import tiny_shapes
 
 from hygie_lib.checkpoint import DataInfo, build_model, load_checkpoint, save_checkpoint
-from hygie_lib.model import HygieUNetLite, count_params, flops_per_frame
+from hygie_lib.inference import MouthModel
+from hygie_lib.model import WARP_REACH, HygieUNetLite, count_params, flops_per_frame
 
 
 @pytest.fixture(autouse=True)
@@ -173,6 +177,41 @@ def test_shape_condition_learns_two_mouths():
         m(crop, torch.zeros(2, 1, 80, 16))
 
 
+def test_warp_moves_the_reference_pixels_into_the_mask_only():
+    """A flow of +4 px in x and alpha ~ 1: inside the mask the output is the reference 4 px to the right of each
+    pixel (its real pixels, moved); outside the mask the crop is untouched."""
+    S, px = 64, 4
+    m = net(S, widths=(8, 16, 24), emb=16, warp=True).eval()
+    with torch.no_grad():
+        m.head.weight.zero_()
+        m.head.bias.copy_(torch.tensor([0.0, 0.0, 0.0, 30.0]))  # delta 0, alpha sigmoid(30) ~ 1
+        m.flow.bias.copy_(torch.tensor([math.atanh(2 * px / S / WARP_REACH), 0.0]))  # x by px pixels, y by none
+        crop, mel, ref = inputs(S)
+        out = m(crop, mel, ref)
+    hidden = box_mask(S).bool()
+    inner = hidden.clone()
+    inner[:, S - px - 1 :] = False  # where x + px is still inside the crop
+    torch.testing.assert_close(out[..., inner], torch.roll(ref, -px, dims=-1)[..., inner], atol=1e-4, rtol=0)
+    torch.testing.assert_close(out[..., ~hidden], crop[..., ~hidden])
+    with pytest.raises(ValueError, match="needs reference=True"):
+        net(S, widths=(8, 16), reference=False, warp=True)
+
+
+def test_warp_model_exports_to_onnx(tmp_path, face_landmarks):
+    """The flow and the resampling (grid_sample) run in ONNX Runtime as in PyTorch."""
+    torch.manual_seed(0)
+    m = HygieUNetLite(mask=box_mask(32), widths=(8, 16, 24), emb=16, cond="shape", warp=True)
+    for p in m.parameters():  # a flow and an alpha that vary over the crop
+        p.data.add_(torch.randn_like(p) * 0.1)
+    save_checkpoint(tmp_path / "m.pt", m, replace(DATA, img_size=32), tiny_shapes(face_landmarks))
+    rng = np.random.default_rng(0)
+    crops, refs = rng.integers(0, 256, (2, 3, 32, 32, 3), dtype=np.uint8)
+    cond = rng.random((3, 3, 32, 32), dtype=np.float32)
+    a = MouthModel(tmp_path / "m.pt", "torch").generate(crops, refs, cond)
+    b = MouthModel(tmp_path / "m.pt", "onnx").generate(crops, refs, cond)
+    assert np.abs(a.astype(int) - b).max() <= 1 and np.abs(a.astype(int) - crops).max() > 20
+
+
 def test_checkpoint_round_trip(tmp_path, face_landmarks):
     shapes = tiny_shapes(face_landmarks, offset=2)
     torch.manual_seed(0)
@@ -181,7 +220,7 @@ def test_checkpoint_round_trip(tmp_path, face_landmarks):
         p.data.add_(torch.randn_like(p) * 0.05)
     save_checkpoint(tmp_path / "model.pt", m, DATA, shapes)
     ck = torch.load(tmp_path / "model.pt", weights_only=True)
-    assert ck["config"] == {"widths": [8, 16, 24, 32], "emb": 16, "reference": True, "cond": "audio"}  # no sizes
+    assert ck["config"] == {"widths": [8, 16, 24, 32], "emb": 16, "reference": True, "cond": "audio", "warp": False}
     loaded = load_checkpoint(tmp_path / "model.pt")
     m2, data = loaded.model, loaded.data
     assert data == DATA and loaded.shapes.offset == 2

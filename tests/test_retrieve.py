@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from dataclasses import replace
 
+import cv2
 import numpy as np
 import pytest
 from conftest import DATA
@@ -13,6 +14,7 @@ from hygie_lib.inference import MouthModel
 from hygie_lib.io import HygieError
 from hygie_lib.render import audio_features, render_frames
 from hygie_lib.retrieve import THUMB, MouthLibrary, build_library
+from hygie_lib.shape import MOUTH, reshape_mouths
 from hygie_lib.video import iter_frames
 
 
@@ -23,9 +25,8 @@ def library(n: int = 40, seed: int = 0) -> MouthLibrary:
     crops = np.repeat((bright[:, :, None, None] * 255).astype(np.uint8), 8, 1).repeat(8, 2).repeat(3, 3)
     thumbs = np.repeat(bright, THUMB * THUMB, 1) + rng.normal(0, 0.01, (n, THUMB * THUMB)).astype(np.float32)
     mask = np.ones((8, 8), np.uint8)
-    return MouthLibrary(
-        crops, bright * 3.5, np.arange(n) * 3, thumbs, mask, DATA, None
-    )  # frames 0, 3, 6...: none follows
+    points = np.zeros((n, 1, 2), np.float32)  # no mouth points: these tests never reshape
+    return MouthLibrary(crops, bright * 3.5, np.arange(n) * 3, thumbs, points, mask, DATA, None)  # frames 0, 3, 6..
 
 
 def test_the_path_follows_the_wanted_shapes_and_stays_smooth():
@@ -44,6 +45,24 @@ def test_real_runs_of_the_recording_are_preferred():
     assert list(lib.choose(wanted)) == list(range(10, 20))  # the recording's own order wins
 
 
+def test_reshaping_moves_the_mouth_points_and_holds_the_border():
+    rng = np.random.default_rng(0)
+    S = 64
+    src = np.stack([rng.uniform(20, 44, (1, len(MOUTH))), rng.uniform(30, 50, (1, len(MOUTH)))], -1)  # [1, M, 2]
+    image = cv2.GaussianBlur(rng.integers(0, 256, (1, S, S, 3), dtype=np.uint8)[0], (0, 0), 2.0)[None]
+    np.testing.assert_array_equal(reshape_mouths(image, src, src), image)  # the same shape: the same pixels
+    dot = np.zeros((1, S, S, 3), np.uint8)
+    x, y = np.round(src[0, 0]).astype(int)
+    dot[0, y - 1 : y + 2, x - 1 : x + 2] = 255  # a bright dot on the first mouth point
+    down = src + [3.0, 4.0]  # the whole mouth 3 px right and 4 px down
+    moved = reshape_mouths(dot, src, down)[0, ..., 0]
+    yy, xx = np.unravel_index(moved.argmax(), moved.shape)
+    assert abs(xx - (x + 3)) <= 1 and abs(yy - (y + 4)) <= 1  # the dot went with its point
+    still = reshape_mouths(image, src, down)
+    assert np.abs(still[:, :2].astype(int) - image[:, :2]).max() <= 3  # the crop's top rows (its border) stay put
+    assert np.abs(still[:, 30:40].astype(int) - image[:, 30:40]).mean() > 3  # while the mouth moved
+
+
 def test_library_of_a_clip_round_trips(tmp_path, demo):
     tpl = demo["template"]
     lib = build_library(tpl, demo["shapes"], np.arange(0, len(tpl.crops), 2), DATA)
@@ -51,6 +70,8 @@ def test_library_of_a_clip_round_trips(tmp_path, demo):
     lib.save(tmp_path / "library.npz")
     back = MouthLibrary.load(tmp_path / "library.npz")
     np.testing.assert_array_equal(back.frames, np.arange(0, len(tpl.crops), 2))
+    np.testing.assert_array_equal(back.points, lib.points)
+    assert back.points.shape == (len(lib.crops), len(MOUTH), 2) and np.isfinite(back.points).all()
     (tmp_path / "junk.npz").write_bytes(b"junk")
     with pytest.raises(HygieError, match="not a mouth library"):
         MouthLibrary.load(tmp_path / "junk.npz")

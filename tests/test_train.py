@@ -19,7 +19,7 @@ from hygie_lib.io import HygieError
 from hygie_lib.landmarks import INNER_LIPS
 from hygie_lib.metrics import psnr, ssim
 from hygie_lib.shape import MOUTH, ShapeSpace
-from hygie_lib.split import CLIP, audio_span, pick_references, reference_gap, time_split
+from hygie_lib.split import CLIP, audio_span, near_references, pick_references, reference_gap, time_split
 from hygie_lib.syncnet import SyncExpert, SyncNet
 from hygie_lib.train import (
     VAL_FRAMES,
@@ -68,6 +68,18 @@ def test_references_are_never_the_target_or_its_neighbours():
     assert np.abs(refs - targets).min() >= 5
     with pytest.raises(ValueError):
         pick_references(targets, np.arange(6), 5, rng)
+
+
+def test_near_references_have_nearly_the_targets_shape():
+    rng = np.random.default_rng(0)
+    shapes = rng.normal(size=(500, 3))
+    targets = rng.integers(0, 500, 200)
+    refs = near_references(targets, np.arange(500), shapes, 5, rng, k=4)
+    assert np.abs(refs - targets).min() >= 5  # never the target or its neighbours
+    dist = ((shapes[targets][:, None] - shapes[None]) ** 2).sum(-1)
+    dist[np.abs(np.arange(500)[None] - targets[:, None]) < 5] = np.inf
+    rank = (dist < dist[np.arange(200), refs][:, None]).sum(1)  # how many allowed frames are nearer
+    assert rank.max() < 4 and len(set(rank)) == 4  # one of the 4 nearest, each of them picked
 
 
 def test_batches_hold_consecutive_frames_and_their_condition(tiny_clip):
@@ -174,7 +186,9 @@ class FakeLive:
 ROUND = 20  # steps between validations in these tests (about one pass over the tiny clip)
 
 
-def run_fit(clip, out, rounds, resume=False, seed=0, live=None, cond="audio", w_gan=0.0, patience=0, sync="none.pt"):
+def run_fit(
+    clip, out, rounds, resume=False, seed=0, live=None, cond="audio", w_gan=0.0, patience=0, sync="none.pt", warp=False
+):
     cfg = TrainConfig(
         mel_win=8,
         steps=rounds * ROUND,
@@ -189,6 +203,7 @@ def run_fit(clip, out, rounds, resume=False, seed=0, live=None, cond="audio", w_
         w_gan=w_gan,
         gan_warmup=ROUND,
         augment=True,
+        ref_near=0.5 if warp else 0.0,
         precision="fp32",
         train_split=0.75,
         seed=seed,
@@ -199,7 +214,7 @@ def run_fit(clip, out, rounds, resume=False, seed=0, live=None, cond="audio", w_
         clip / "mel.npz",
         clip / "shape.npz",
         clip / sync,  # read only with patience (or w_sync)
-        model_kwargs={"widths": [8, 16, 16], "emb": 16, "reference": True, "cond": cond},
+        model_kwargs={"widths": [8, 16, 16], "emb": 16, "reference": True, "cond": cond, "warp": warp},
         cfg=cfg,
         models_dir=out,
         live=live,
@@ -225,9 +240,9 @@ class FakeLiveKilledAt(FakeLive):
             raise Killed
 
 
-@pytest.mark.parametrize("cond", ["audio", "shape"])
-def test_fit_learns_and_checkpoints(tiny_clip, tmp_path, cond):
-    summary, live = run_fit(tiny_clip, tmp_path, rounds=3, cond=cond)
+@pytest.mark.parametrize("cond, warp", [("audio", False), ("shape", False), ("shape", True)])
+def test_fit_learns_and_checkpoints(tiny_clip, tmp_path, cond, warp):
+    summary, live = run_fit(tiny_clip, tmp_path, rounds=3, cond=cond, warp=warp)
     losses = [v for _, name, v in live.metrics if name == "val/loss"]
     assert len(losses) == 3 and losses[-1] < losses[0]
     ssims = [v for _, name, v in live.metrics if name == "val/ssim_mouth"]
@@ -239,6 +254,7 @@ def test_fit_learns_and_checkpoints(tiny_clip, tmp_path, cond):
     assert (data.img_size, data.mel_win, data.n_mels, data.ema_alpha) == (32, 8, 16, 0.7)  # from the prepared files
     assert ckpt.train["step"] == (int(np.argmin(losses)) + 1) * ROUND
     assert ckpt.shapes.space.k == 4  # the shape model travels with the weights
+    assert ckpt.model.config["warp"] == warp
     assert not list((tmp_path / "resume").glob("*.pt"))  # a finished run leaves nothing to resume
     json.dumps(summary)  # plain numbers, ready for dvclive's summary
 
@@ -375,7 +391,7 @@ def test_batches_assembled_ahead_are_the_batches_assembled_in_line(tiny_clip):
         ref_pool=np.arange(200),
         ref_gap=5,
     )
-    config = TrainConfig(8, 6, 3, 0, 4, 1e-3, 8.0, 1.0, 0.0, 0.0, 0.0, 0, True, "fp32", 0.75, 0)
+    config = TrainConfig(8, 6, 3, 0, 4, 1e-3, 8.0, 1.0, 0.0, 0.0, 0.0, 0, True, 0.5, "fp32", 0.75, 0)  # half near refs
     runs = []
     for ahead in (0, 2):
         rng = np.random.default_rng(7)
