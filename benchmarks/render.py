@@ -4,7 +4,7 @@ Each configuration runs in its own process, so its peak memory (max RSS) is its 
 once (landmarks + crops, what the pipeline caches), as in production. Also tries INT8 (dynamic) quantization of
 the ONNX model: speed of the model step and how far its output moves from FP32.
 A configuration is backend:blend[:mouth]; retrieve and blend mouths come from a library of the template's own crops.
-Usage: python benchmarks/render.py [--model models/best.pt | --size 160] [--seconds 30]
+Usage: python benchmarks/render.py [--model models/best.pt | --size 160 --warp] [--seconds 30]
        [--configs onnx:poisson torch:poisson onnx:poisson:retrieve ...]   (needs the demo template: `hygie demo-data`)
 """
 
@@ -40,12 +40,15 @@ from hygie_lib.video import VideoWriter, iter_frames  # noqa: E402
 STEPS = ["decode", "crops", "cond", "model", "blend", "encode"]  # encode runs in its own thread, overlapping
 
 
-def make_inputs(work: Path, model_path: str | None, seconds: float, size: int | None) -> dict[str, str]:
+def make_inputs(
+    work: Path, model_path: str | None, seconds: float, size: int | None, warp: bool | None
+) -> dict[str, str]:
     """The 720p template, the 30 s audio, a model (the trained one, else an untrained one of params.yaml's config, at
-    `size` px if given), the prepared crops and a mouth library of them."""
+    `size` px and with `warp` if given), the prepared crops and a mouth library of them."""
     if model_path is None:  # speed does not depend on the weights
         p = yaml.safe_load((ROOT / "params.yaml").read_text())
         c, m, t = p["build_crops"], p["compute_mel"], p["train"]
+        t = {**t, "warp": t["warp"] if warp is None else warp}
         data = DataInfo(
             img_size=size or c["IMG_SIZE"],
             mouth_pad=c["MOUTH_PAD"],
@@ -178,6 +181,7 @@ def main() -> None:
         "--model", help="checkpoint (default: an untrained model of params.yaml's config: speed is the same)"
     )
     ap.add_argument("--size", type=int, help="IMG_SIZE of the untrained model (default: params.yaml's)")
+    ap.add_argument("--warp", action=argparse.BooleanOptionalAction, help="train.warp of the untrained model")
     ap.add_argument("--seconds", type=float, default=30.0)
     ap.add_argument(
         "--configs",
@@ -194,7 +198,7 @@ def main() -> None:
     if not (ROOT / "data" / "raw" / "template_idle.mp4").is_file():
         sys.exit("data/raw/template_idle.mp4: not found. Run `hygie demo-data` first.")
     with tempfile.TemporaryDirectory() as tmp:
-        inputs = make_inputs(Path(tmp), args.model, args.seconds, args.size)
+        inputs = make_inputs(Path(tmp), args.model, args.seconds, args.size, args.warp)
         print(
             f"\n{'backend:blend:mouth':<24}{'frames/s':>9}"
             + "".join(f"{s:>8}" for s in STEPS)
