@@ -37,7 +37,7 @@ from hygie_lib.retrieve import MouthLibrary, build_library  # noqa: E402
 from hygie_lib.shape import ShapeSpace  # noqa: E402
 from hygie_lib.video import VideoWriter, iter_frames  # noqa: E402
 
-STEPS = ["decode", "crops", "cond", "model", "blend", "encode"]  # encode runs in its own thread, overlapping
+STEPS = ["decode", "crops", "cond", "model", "detail", "blend", "encode"]  # encode runs in its own thread, overlapping
 
 
 def make_inputs(

@@ -264,7 +264,8 @@ def add_render_options(p: argparse.ArgumentParser) -> None:
         "--mouth",
         choices=list(MOUTHS),
         default="generate",
-        help="draw the mouth, paste a real one of the recording (retrieve), or both (default: generate)",
+        help="draw the mouth (generate), paste a real one of the recording (retrieve), or draw it with a real one's "
+        "detail (blend: sharper, the pipeline's default; needs --library) (default: generate)",
     )
     p.add_argument("--library", help="real mouths for --mouth retrieve/blend (default: models/library.npz)")
     p.add_argument("--blend", choices=list(BLENDS), default="poisson", help="paste-back (default: poisson)")

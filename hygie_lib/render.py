@@ -26,7 +26,7 @@ from hygie_lib.checkpoint import DataInfo
 from hygie_lib.crops import Crops
 from hygie_lib.inference import MouthModel
 from hygie_lib.io import HygieError, atomic_path, check_choice
-from hygie_lib.retrieve import MouthLibrary
+from hygie_lib.retrieve import MouthLibrary, real_detail
 from hygie_lib.shape import crop_points, reshape_mouths
 from hygie_lib.video import VideoInfo, VideoWriter, iter_frames, probe_video
 
@@ -105,7 +105,8 @@ class Painter:
     `images` yields, for output frames 0, 1, ..., the template frame shown, its image (the whole frame, or a part
     of it) and where that image's top-left corner lies in the frame. `mouth` (MOUTHS): "generate" draws the mouth
     with the model; "retrieve" pastes the real mouth of the `library` that `paint` is given for each frame; "blend"
-    has the model draw it, shown that real mouth as its reference. Frames without a face pass through untouched.
+    has the model draw it, shown that real mouth as its reference, and keeps the real mouth's fine detail
+    (`real_detail`). Frames without a face pass through untouched.
     Seconds spent per step are added to `seconds`; `name` is the template's, for messages.
     """
 
@@ -156,26 +157,26 @@ class Painter:
         face = template.face[idx]
         f = idx[face]  # template frames with a face
         crops = template.crops[f]  # [F, S, S, 3]
+        space, landmarks, boxes = model.shapes.space, template.landmarks[f], template.boxes[f]
         if self.mouth != "generate":  # the library's real mouths, given the wanted shape at the template's pose:
-            lib = picks[face]  # pasted (retrieve) or shown as the reference (blend)
-            points = crop_points(
-                model.shapes.space, wanted[face], template.landmarks[f], template.boxes[f], template.size
-            )
+            lib = picks[face]  # pasted (retrieve) or shown as the reference and giving the detail (blend)
+            points = crop_points(space, wanted[face], landmarks, boxes, template.size)
             ref = reshape_mouths(self.library.crops[lib], self.library.points[lib], points)
         else:
             ref = template.crops[self.refs[f]] if model.reference else None
         seconds["crops"] += _lap(t)
         t = time.perf_counter()
-        cond = (
-            None
-            if self.mouth == "retrieve"
-            else model.conditions(heard[face], template.landmarks[f], template.boxes[f])
-        )
+        cond = None if self.mouth == "retrieve" else model.conditions(heard[face], landmarks, boxes)
         seconds["cond"] += _lap(t)
         t = time.perf_counter()
         if len(f):
             mouths = ref if self.mouth == "retrieve" else model.generate(crops, ref, cond)
         seconds["model"] += _lap(t)
+        t = time.perf_counter()
+        if self.mouth == "blend" and len(f):
+            own = crop_points(space, space.coefficients(landmarks), landmarks, boxes, template.size)
+            mouths = real_detail(mouths, ref, crops, points, own)
+        seconds["detail"] += _lap(t)
         out = []
         for j, (i, image, (x0, y0)) in zip(np.cumsum(face) - 1, chunk):
             t = time.perf_counter()

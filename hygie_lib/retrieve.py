@@ -28,6 +28,7 @@ CANDIDATES = 8  # nearest library mouths considered per frame
 THUMB = 16  # side of the grey thumbnails the jump cost compares
 JUMP = 1.0  # weight of the visual jump between two consecutive picks (thumbnail RMS, 0-1 units) against shape error
 SWITCH = 0.05  # cost of leaving the recording's own order, even between similar mouths
+DETAIL = 1 / 80  # blend keeps the drawn mouth's detail coarser than this share of the crop's side (2 px at 160 px)
 
 
 @dataclass(frozen=True)
@@ -119,3 +120,24 @@ def build_library(crops: Crops, model: ShapeModel, frames: np.ndarray, data: Dat
         data,
         model,
     )
+
+
+def real_detail(
+    drawn: np.ndarray, real: np.ndarray, own: np.ndarray, wanted: np.ndarray, own_points: np.ndarray
+) -> np.ndarray:
+    """Drawn mouths [B, S, S, 3] uint8 with real fine detail: their Gaussian low-pass (DETAIL of the side: the shape,
+    which follows the audio) plus the high-pass of `real` (library mouths reshaped to the `wanted` mouth points [B, M,
+    2]: their lips, teeth and skin) on the lower face, and of `own` (the template frame's crop: its collar, neck and
+    background) elsewhere. The lower face: the hulls of the wanted and of the template's `own_points`, feathered."""
+    size = drawn.shape[1]
+    sigma = DETAIL * size
+    out = np.empty_like(drawn)
+    for i in range(len(drawn)):
+        face = np.zeros((size, size), np.float32)
+        for points in (wanted[i], own_points[i]):
+            cv2.fillConvexPoly(face, cv2.convexHull(np.round(points).astype(np.int32)), 1.0)
+        face = cv2.GaussianBlur(face, (0, 0), 2 * sigma)[..., None]
+        fine = face * real[i] + (1.0 - face) * own[i]  # float32: the image whose high-pass is kept
+        mix = fine + cv2.GaussianBlur(drawn[i] - fine, (0, 0), sigma)
+        out[i] = np.clip(mix + 0.5, 0, 255).astype(np.uint8)
+    return out

@@ -13,7 +13,7 @@ from hygie_lib.cli import main as hygie
 from hygie_lib.inference import MouthModel
 from hygie_lib.io import HygieError
 from hygie_lib.render import audio_features, render_frames
-from hygie_lib.retrieve import THUMB, MouthLibrary, build_library
+from hygie_lib.retrieve import THUMB, MouthLibrary, build_library, real_detail
 from hygie_lib.shape import MOUTH, reshape_mouths
 from hygie_lib.video import iter_frames
 
@@ -61,6 +61,25 @@ def test_reshaping_moves_the_mouth_points_and_holds_the_border():
     still = reshape_mouths(image, src, down)
     assert np.abs(still[:, :2].astype(int) - image[:, :2]).max() <= 3  # the crop's top rows (its border) stay put
     assert np.abs(still[:, 30:40].astype(int) - image[:, 30:40]).mean() > 3  # while the mouth moved
+
+
+def test_blend_keeps_the_drawn_shape_with_real_detail_on_the_face_and_the_templates_elsewhere():
+    size, rng = 160, np.random.default_rng(0)
+    ys, xs = np.mgrid[:size, :size].astype(np.float32)
+    drawn = np.repeat((50 + 0.6 * ys + 0.3 * xs)[..., None], 3, 2)  # smooth: the shape, no detail
+    real_fine, own_fine = (rng.normal(0, 12, (size, size, 1)).repeat(3, 2) for _ in range(2))
+    real, own = (np.clip(drawn + d, 0, 255).astype(np.uint8) for d in (30 + real_fine, own_fine - 20))  # other tones
+    face = np.array([[30, 30], [130, 30], [130, 90], [30, 90]], np.float32)  # the mouth points' hull
+    out = real_detail(drawn.astype(np.uint8)[None], real[None], own[None], face[None], face[None])[0].astype(float)
+    detail = out - drawn
+    corr = lambda a, b: np.corrcoef(a.ravel(), b.ravel())[0, 1]  # noqa: E731
+    inside, outside = (slice(45, 75), slice(45, 115)), (slice(115, 150), slice(20, 140))
+    assert corr(detail[inside], real_fine[inside]) > 0.85 and abs(corr(detail[inside], own_fine[inside])) < 0.1
+    assert corr(detail[outside], own_fine[outside]) > 0.85 and abs(corr(detail[outside], real_fine[outside])) < 0.1
+    low = lambda a: cv2.GaussianBlur(a.astype(np.float32), (0, 0), 6)[20:-20, 20:-20]  # noqa: E731
+    assert np.abs(low(out) - low(drawn)).max() < 2.0  # the coarse image is the drawn one
+    same = real_detail(real[None], real[None], real[None], face[None], face[None])[0]
+    np.testing.assert_array_equal(same, real)  # nothing to add when the drawing is the real mouth
 
 
 def test_library_of_a_clip_round_trips(tmp_path, demo):
