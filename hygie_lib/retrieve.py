@@ -5,7 +5,8 @@ takes to render from it alone (how the crops and mel were made, the mask, the sh
 seconds after train_shape while the generator trains. For a
 sequence of wanted shapes, the K nearest crops of each frame (scikit-learn's KD-tree) are the candidates, and a
 Viterbi path picks one per frame: close to the wanted shape, and costing little to go from one to the next (none
-when the next is the recording's next frame, so real runs of the recording play as they were).
+when the next is the recording's next frame, so real runs of the recording play as they were). `real_detail` gives
+a drawn mouth the fine detail of the chosen one (render.mouth blend).
 """
 
 from __future__ import annotations
@@ -29,6 +30,8 @@ THUMB = 16  # side of the grey thumbnails the jump cost compares
 JUMP = 1.0  # weight of the visual jump between two consecutive picks (thumbnail RMS, 0-1 units) against shape error
 SWITCH = 0.05  # cost of leaving the recording's own order, even between similar mouths
 DETAIL = 1 / 80  # blend keeps the drawn mouth's detail coarser than this share of the crop's side (2 px at 160 px)
+AGREE_SCALE = 8  # the template gives its detail where, blurred AGREE_SCALE x DETAIL, it is near the drawn mouth:
+AGREE_LEVELS = 20.0  # within about this many grey levels (mean over RGB)
 
 
 @dataclass(frozen=True)
@@ -128,7 +131,8 @@ def real_detail(
     """Drawn mouths [B, S, S, 3] uint8 with real fine detail: their Gaussian low-pass (DETAIL of the side: the shape,
     which follows the audio) plus the high-pass of `real` (library mouths reshaped to the `wanted` mouth points [B, M,
     2]: their lips, teeth and skin) on the lower face, and of `own` (the template frame's crop: its collar, neck and
-    background) elsewhere. The lower face: the hulls of the wanted and of the template's `own_points`, feathered."""
+    background) elsewhere, where it shows what was drawn (no template edge on a chin that moved). The lower face:
+    the hulls of the wanted and of the template's `own_points`, feathered."""
     size = drawn.shape[1]
     sigma = DETAIL * size
     out = np.empty_like(drawn)
@@ -136,8 +140,13 @@ def real_detail(
         face = np.zeros((size, size), np.float32)
         for points in (wanted[i], own_points[i]):
             cv2.fillConvexPoly(face, cv2.convexHull(np.round(points).astype(np.int32)), 1.0)
-        face = cv2.GaussianBlur(face, (0, 0), 2 * sigma)[..., None]
-        fine = face * real[i] + (1.0 - face) * own[i]  # float32: the image whose high-pass is kept
-        mix = fine + cv2.GaussianBlur(drawn[i] - fine, (0, 0), sigma)
+        face = cv2.GaussianBlur(face, (0, 0), 2 * sigma)
+        d, r, o = (a[i].astype(np.float32) for a in (drawn, real, own))
+        small = cv2.resize(o - d, (size // 4, size // 4), interpolation=cv2.INTER_AREA)  # coarse: 1/4 size will do
+        differ = cv2.resize(np.abs(cv2.GaussianBlur(small, (0, 0), AGREE_SCALE * sigma / 4)).mean(-1), (size, size))
+        keep = (1.0 - face) * np.exp(-((differ / AGREE_LEVELS) ** 2))  # where the template's detail goes
+        mix = cv2.GaussianBlur(d, (0, 0), sigma)
+        for image, weight in ((r, face), (o, keep)):
+            mix += weight[..., None] * (image - cv2.GaussianBlur(image, (0, 0), sigma))
         out[i] = np.clip(mix + 0.5, 0, 255).astype(np.uint8)
     return out
