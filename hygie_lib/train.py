@@ -356,7 +356,8 @@ def resume_path(models_dir: Path, settings: dict) -> Path:
 def load_resume_state(path: Path, settings: dict, device: torch.device) -> dict:
     """The state of the interrupted run with these settings; a HygieError if there is none, naming what differs."""
     if not path.is_file():
-        others = sorted(path.parent.glob("*.pt"), key=lambda p: p.stat().st_mtime)
+        # not the temp files (".<name>.<pid>.*.tmp.pt") a kill in the middle of a write leaves
+        others = sorted(path.parent.glob("[!.]*.pt"), key=lambda p: p.stat().st_mtime)
         if not others:
             raise HygieError(f"{path.parent}: there is no interrupted run to resume. Run with train.resume=false.")
         old = torch.load(others[-1], map_location="cpu", weights_only=True)["settings"]

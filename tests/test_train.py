@@ -289,6 +289,7 @@ def test_resume_keeps_the_best_checkpoint_and_refuses_other_settings(tiny_clip, 
         run_fit(tiny_clip, tmp_path, rounds=4, live=FakeLiveKilledAt(2))
     best = (tmp_path / "best.pt").read_bytes()
     (tmp_path / "best.pt").unlink()  # what DVC does to an output before it reruns a stage
+    (tmp_path / "resume" / ".0123abcd.999999999.x.tmp.pt").write_bytes(b"PK\x03\x04")  # a kill during a write
     with pytest.raises(HygieError, match=r"had other settings \(seed 0 -> 1\).*train.resume=false"):
         run_fit(tiny_clip, tmp_path, rounds=4, resume=True, seed=1)
     small = tmp_path / "small"  # the data changed under the run: crops of another size
