@@ -82,7 +82,7 @@ def test_blend_keeps_the_drawn_shape_with_real_detail_on_the_face_and_the_templa
     low = lambda a: cv2.GaussianBlur(a.astype(np.float32), (0, 0), 6)[20:-20, 20:-20]  # noqa: E731
     assert np.abs(low(out) - low(drawn)).max() < 2.0  # the coarse image is the drawn one
     same = real_detail(real[None], real[None], real[None], face[None], face[None])[0]
-    np.testing.assert_allclose(same, real, atol=1)  # nothing to add when the drawing is the real mouth
+    np.testing.assert_array_equal(same, real)  # nothing to add when the drawing is the real mouth
 
 
 def test_library_of_a_clip_round_trips(tmp_path, demo):
