@@ -23,15 +23,18 @@ from hygie_lib.audio2shape import ShapeModel
 from hygie_lib.checkpoint import DataInfo
 from hygie_lib.crops import Crops
 from hygie_lib.io import HygieError, save_npz
+from hygie_lib.landmarks import OUTER_LIPS
 from hygie_lib.shape import crop_points
 
 CANDIDATES = 8  # nearest library mouths considered per frame
 THUMB = 16  # side of the grey thumbnails the jump cost compares
 JUMP = 1.0  # weight of the visual jump between two consecutive picks (thumbnail RMS, 0-1 units) against shape error
 SWITCH = 0.05  # cost of leaving the recording's own order, even between similar mouths
-DETAIL = 1 / 80  # blend keeps the drawn mouth's detail coarser than this share of the crop's side (2 px at 160 px)
+DETAIL = 1 / 64  # blend keeps the drawn mouth's detail coarser than this share of the crop's side (2.5 px at 160 px)
 AGREE_SCALE = 8  # the template gives its detail where, blurred AGREE_SCALE x DETAIL, it is near the drawn mouth:
 AGREE_LEVELS = 20.0  # within about this many grey levels (mean over RGB)
+LIPS_MARGIN = 4  # blend takes the library mouth's detail this many DETAIL sigmas beyond the outer lips, always
+FAR_MARGIN = 2  # the template's detail is taken as it is this many DETAIL sigmas away from both mouths' hulls
 
 
 @dataclass(frozen=True)
@@ -129,24 +132,37 @@ def real_detail(
     drawn: np.ndarray, real: np.ndarray, own: np.ndarray, wanted: np.ndarray, own_points: np.ndarray
 ) -> np.ndarray:
     """Drawn mouths [B, S, S, 3] uint8 with real fine detail: their Gaussian low-pass (DETAIL of the side: the shape,
-    which follows the audio) plus the high-pass of `real` (library mouths reshaped to the `wanted` mouth points [B, M,
-    2]: their lips, teeth and skin) on the lower face, and of `own` (the template frame's crop: its collar, neck and
-    background) elsewhere, where it shows what was drawn (no template edge on a chin that moved). The lower face:
-    the hulls of the wanted and of the template's `own_points`, feathered."""
+    which follows the audio) plus the high-pass of real images. On the lips (the outer-lip hulls of the `wanted` mouth
+    points [B, M, 2] and of the template's `own_points`, grown by LIPS_MARGIN) it is that of `real` (library mouths
+    reshaped to `wanted`: their lips and teeth); elsewhere that of `own` (the template frame's crop) where it shows
+    what was drawn or lies beyond FAR_MARGIN of both mouths (nothing there moves with speech), and `real`'s on the
+    rest of both mouths' hulls (where the jaw moved: no template chin edge drawn twice)."""
     size = drawn.shape[1]
     sigma = DETAIL * size
+
+    def grown(region: np.ndarray, margin: float) -> np.ndarray:
+        side = 2 * round(margin * sigma) + 1
+        return cv2.dilate(region, cv2.getStructuringElement(cv2.MORPH_ELLIPSE, (side, side)))
+
+    def feathered(region: np.ndarray) -> np.ndarray:
+        return cv2.GaussianBlur(region.astype(np.float32), (0, 0), 2 * sigma)
+
     out = np.empty_like(drawn)
     for i in range(len(drawn)):
-        face = np.zeros((size, size), np.float32)
+        mouths, lips = np.zeros((2, size, size), np.uint8)
         for points in (wanted[i], own_points[i]):
-            cv2.fillConvexPoly(face, cv2.convexHull(np.round(points).astype(np.int32)), 1.0)
-        face = cv2.GaussianBlur(face, (0, 0), 2 * sigma)
+            cv2.fillConvexPoly(mouths, cv2.convexHull(np.round(points).astype(np.int32)), 1)
+            cv2.fillConvexPoly(lips, cv2.convexHull(np.round(points[: len(OUTER_LIPS)]).astype(np.int32)), 1)
+        lips = feathered(grown(lips, LIPS_MARGIN))
         d, r, o = (a[i].astype(np.float32) for a in (drawn, real, own))
         small = cv2.resize(o - d, (size // 4, size // 4), interpolation=cv2.INTER_AREA)  # coarse: 1/4 size will do
         differ = cv2.resize(np.abs(cv2.GaussianBlur(small, (0, 0), AGREE_SCALE * sigma / 4)).mean(-1), (size, size))
-        keep = (1.0 - face) * np.exp(-((differ / AGREE_LEVELS) ** 2))  # where the template's detail goes
+        far = 1.0 - feathered(grown(mouths, FAR_MARGIN))
+        fits = np.maximum(np.exp(-((differ / AGREE_LEVELS) ** 2)), far)  # where the template's detail fits
+        keep = (1.0 - lips) * fits  # the template's detail
+        take = lips + (1.0 - lips) * (1.0 - fits) * feathered(mouths)  # the library mouth's
         mix = cv2.GaussianBlur(d, (0, 0), sigma)
-        for image, weight in ((r, face), (o, keep)):
+        for image, weight in ((r, take), (o, keep)):
             mix += weight[..., None] * (image - cv2.GaussianBlur(image, (0, 0), sigma))
         out[i] = np.clip(mix + 0.5, 0, 255).astype(np.uint8)
     return out

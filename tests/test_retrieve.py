@@ -13,7 +13,7 @@ from hygie_lib.cli import main as hygie
 from hygie_lib.inference import MouthModel
 from hygie_lib.io import HygieError
 from hygie_lib.render import audio_features, render_frames
-from hygie_lib.retrieve import THUMB, MouthLibrary, build_library, real_detail
+from hygie_lib.retrieve import DETAIL, THUMB, MouthLibrary, build_library, real_detail
 from hygie_lib.shape import MOUTH, reshape_mouths
 from hygie_lib.video import iter_frames
 
@@ -63,25 +63,38 @@ def test_reshaping_moves_the_mouth_points_and_holds_the_border():
     assert np.abs(still[:, 30:40].astype(int) - image[:, 30:40]).mean() > 3  # while the mouth moved
 
 
-def test_blend_keeps_the_drawn_shape_with_real_detail_on_the_face_and_the_templates_where_it_fits():
+def _mouth_points(size: int) -> np.ndarray:
+    """Mouth points (MOUTH's layout) in a crop of `size`: lips around (80, 45) and a jaw down to row 110 (at 160)."""
+    t = np.linspace(0.0, 2 * np.pi, 20, endpoint=False)
+    arc = np.linspace(0.0, np.pi, len(MOUTH) - 40)  # the jaw: a half ellipse below the lips
+    xy = [(80 + 30 * np.cos(t), 45 + 10 * np.sin(t)), (80 + 20 * np.cos(t), 45 + 4 * np.sin(t))]
+    xy.append((80 + 50 * np.cos(arc), 40 + 70 * np.sin(arc)))
+    return np.concatenate([np.stack(p, 1) for p in xy]).astype(np.float32) * size / 160
+
+
+def test_blend_keeps_the_drawn_shape_with_real_detail_on_the_mouth_and_the_templates_where_nothing_moved():
     size, rng = 160, np.random.default_rng(0)
     ys, xs = np.mgrid[:size, :size].astype(np.float32)
     drawn = np.repeat((50 + 0.6 * ys + 0.3 * xs)[..., None], 3, 2)  # smooth: the shape, no detail
     real_fine, own_fine = (rng.normal(0, 12, (size, size, 1)).repeat(3, 2) for _ in range(2))
     moved = np.zeros_like(drawn)
-    moved[120:] = -80  # the template shows something else there (a collar where the drawn chin now is)
+    moved[70:, 80:] = -80  # the template shows something else there (a collar where the drawn jaw now is, and below)
     real, own = (np.clip(drawn + d, 0, 255).astype(np.uint8) for d in (30 + real_fine, own_fine + moved))
-    face = np.array([[30, 30], [130, 30], [130, 70], [30, 70]], np.float32)  # the mouth points' hull
-    out = real_detail(drawn.astype(np.uint8)[None], real[None], own[None], face[None], face[None])[0].astype(float)
+    points = _mouth_points(size)[None]
+    out = real_detail(drawn.astype(np.uint8)[None], real[None], own[None], points, points)[0].astype(float)
     detail = out - drawn
     corr = lambda a, b: np.corrcoef(a.ravel(), b.ravel())[0, 1]  # noqa: E731
-    inside, outside, elsewhere = (slice(40, 60), slice(45, 115)), (slice(90, 100), slice(20, 140)), slice(140, 160)
-    assert corr(detail[inside], real_fine[inside]) > 0.85 and abs(corr(detail[inside], own_fine[inside])) < 0.1
-    assert corr(detail[outside], own_fine[outside]) > 0.85 and abs(corr(detail[outside], real_fine[outside])) < 0.1
-    assert detail[elsewhere].std() < 2.0  # no template detail where it does not show what was drawn
-    low = lambda a: cv2.GaussianBlur(a.astype(np.float32), (0, 0), 6)[20:-20, 20:-20]  # noqa: E731
+    regions = {
+        "lips": ((slice(42, 49), slice(65, 96)), real_fine, own_fine),
+        "cheek, as the template shows it": ((slice(75, 91), slice(38, 51)), own_fine, real_fine),
+        "jaw, moved in the template": ((slice(78, 96), slice(92, 105)), real_fine, own_fine),
+        "far below both mouths": ((slice(140, 156), slice(100, 141)), own_fine, real_fine),
+    }
+    for name, (at, source, other) in regions.items():
+        assert corr(detail[at], source[at]) > 0.85 and abs(corr(detail[at], other[at])) < 0.2, name
+    low = lambda a: cv2.GaussianBlur(a.astype(np.float32), (0, 0), 3 * DETAIL * size)[20:-20, 20:-20]  # noqa: E731
     assert np.abs(low(out) - low(drawn)).max() < 2.0  # the coarse image is the drawn one
-    same = real_detail(real[None], real[None], real[None], face[None], face[None])[0]
+    same = real_detail(real[None], real[None], real[None], points, points)[0]
     np.testing.assert_array_equal(same, real)  # nothing to add when the drawing is the real mouth
 
 
