@@ -6,7 +6,8 @@ seconds after train_shape while the generator trains. For a
 sequence of wanted shapes, the K nearest crops of each frame (scikit-learn's KD-tree) are the candidates, and a
 Viterbi path picks one per frame: close to the wanted shape, and costing little to go from one to the next (none
 when the next is the recording's next frame, so real runs of the recording play as they were). `real_detail` gives
-a drawn mouth the fine detail of the chosen one (render.mouth blend).
+a drawn mouth real fine detail: the chosen one's on the lips and where the jaw moved, the template frame's where
+nothing moved (render.mouth blend).
 """
 
 from __future__ import annotations
