@@ -24,8 +24,7 @@ from hygie_lib.audio2shape import ShapeModel
 from hygie_lib.checkpoint import DataInfo
 from hygie_lib.crops import Crops
 from hygie_lib.io import HygieError, save_npz
-from hygie_lib.landmarks import OUTER_LIPS
-from hygie_lib.shape import crop_points
+from hygie_lib.shape import MOUTH_OUTER, crop_points
 
 CANDIDATES = 8  # nearest library mouths considered per frame
 THUMB = 16  # side of the grey thumbnails the jump cost compares
@@ -153,7 +152,7 @@ def real_detail(
         mouths, lips = np.zeros((2, size, size), np.uint8)
         for points in (wanted[i], own_points[i]):
             cv2.fillConvexPoly(mouths, cv2.convexHull(np.round(points).astype(np.int32)), 1)
-            cv2.fillConvexPoly(lips, cv2.convexHull(np.round(points[: len(OUTER_LIPS)]).astype(np.int32)), 1)
+            cv2.fillConvexPoly(lips, cv2.convexHull(np.round(points[MOUTH_OUTER]).astype(np.int32)), 1)
         lips = feathered(grown(lips, LIPS_MARGIN))
         d, r, o = (a[i].astype(np.float32) for a in (drawn, real, own))
         small = cv2.resize(o - d, (size // 4, size // 4), interpolation=cv2.INTER_AREA)  # coarse: 1/4 size will do

@@ -21,7 +21,9 @@ from hygie_lib.landmarks import INNER_LIPS, JAW, LEFT_EYE, NOSE, OUTER_LIPS, RIG
 FOREHEAD = np.array([10, 338, 297, 332, 284, 109, 67, 103, 54, 21, 251, 389, 162, 127, 356])  # upper face oval
 ANCHORS = np.unique(np.concatenate([LEFT_EYE, RIGHT_EYE, NOSE, FOREHEAD]))  # points speech does not move
 MOUTH = np.concatenate([OUTER_LIPS, INNER_LIPS, JAW])  # points that move with speech: outer, inner lips, jaw
-_OUTER, _INNER, _JAW = np.split(np.arange(len(MOUTH)), [len(OUTER_LIPS), len(OUTER_LIPS) + len(INNER_LIPS)])
+MOUTH_OUTER, MOUTH_INNER, MOUTH_JAW = np.split(  # where each part lies in MOUTH
+    np.arange(len(MOUTH)), [len(OUTER_LIPS), len(OUTER_LIPS) + len(INNER_LIPS)]
+)
 RESHAPE_BORDER = 8  # points per side of the crop that a reshaped mouth holds still
 RESHAPE_GRID = 20  # the reshaping's displacement is computed on this grid and interpolated (it is smooth)
 RESHAPE_SMOOTH = 1.0  # thin-plate regularisation: points that coincide (closed lips) may ask for different moves
@@ -103,9 +105,9 @@ def draw_shape(points: np.ndarray, size: int) -> np.ndarray:
     jaw line, from mouth points [len(MOUTH), 2] in crop pixels."""
     out = np.zeros((3, size, size), np.uint8)
     fixed = np.round(points * 16).astype(np.int32)  # 4 fractional bits: sub-pixel anti-aliased drawing
-    cv2.fillPoly(out[0], [fixed[_OUTER]], 255, cv2.LINE_AA, shift=4)
-    cv2.fillPoly(out[1], [fixed[_INNER]], 255, cv2.LINE_AA, shift=4)
-    cv2.polylines(out[2], [fixed[_JAW]], False, 255, max(1, size // 64), cv2.LINE_AA, shift=4)
+    cv2.fillPoly(out[0], [fixed[MOUTH_OUTER]], 255, cv2.LINE_AA, shift=4)
+    cv2.fillPoly(out[1], [fixed[MOUTH_INNER]], 255, cv2.LINE_AA, shift=4)
+    cv2.polylines(out[2], [fixed[MOUTH_JAW]], False, 255, max(1, size // 64), cv2.LINE_AA, shift=4)
     return out.astype(np.float32) / 255.0
 
 
