@@ -134,7 +134,7 @@ def main() -> None:
             av_offset=s["av_offset"],
         )
         frames = time_split(crops.face, train_split=t["TRAIN_SPLIT"], gap=0).train_frames
-        library = build_library(crops, shapes, frames, DataInfo.of(crops, mel, mel_win=0))
+        library = build_library(crops, raw["train_video"], shapes, frames, DataInfo.of(crops, mel, mel_win=0), False)
         fast_minutes = (time.perf_counter() - clock) / 60
         clock = time.perf_counter()
         expert, _ = learn_sync(crops, mel, shapes, train_split=t["TRAIN_SPLIT"], steps=p["train_sync"]["steps"])

@@ -81,7 +81,7 @@ def run_clip(name: str, args: argparse.Namespace) -> dict:
     )
     data = DataInfo.of(crops, mel, mel_win=MEL_WIN)
     split = time_split(crops.face, train_split=args.split, gap=heldout_gap(MEL_WIN, mel.per_frame, shapes.offset))
-    library = build_library(crops, shapes, split.train_frames, data)
+    library = build_library(crops, video, shapes, split.train_frames, data, False)
     fast_minutes = (time.perf_counter() - clock) / 60
     expert, _ = learn_sync(crops, mel, shapes, train_split=args.split, steps=400)
     for obj, file in ((crops, "crops.npz"), (mel, "mel.npz"), (shapes, "shape.npz"), (expert, "sync.pt")):

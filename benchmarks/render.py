@@ -88,7 +88,7 @@ def make_inputs(
         model_path = str(work / "untrained.pt")
         save_checkpoint(model_path, model, data, ShapeModel(space, predictor, 0))
     model = MouthModel(model_path, "torch")
-    build_library(tpl, model.shapes, np.flatnonzero(tpl.face), model.data).save(work / "lib.npz")
+    build_library(tpl, template, model.shapes, np.flatnonzero(tpl.face), model.data, False).save(work / "lib.npz")
     print(
         f"template 1280x720, {len(tpl.crops)} frames, prepared once in {prep:.1f} s "
         f"({len(tpl.crops) / prep:.0f} frames/s); audio {seconds:.0f} s; model {model_path} ({data.img_size}px)"

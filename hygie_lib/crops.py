@@ -38,6 +38,7 @@ NOSE_TO_CENTRE = (MASK_TOP + MASK_BOTTOM) / 2  # the box is centred on the mask
 # resampling of crops and of mouths pasted back: Lanczos keeps the lips' edges; bilinear, twice, halves their
 # high-frequency energy (README, "Sharp mouths": benchmarks/sharpness.py)
 RESAMPLE = cv2.INTER_LANCZOS4
+WINDOW_MARGIN = 8  # pixels kept around a box in `frame_windows`: Lanczos reads 4 beyond where it samples
 
 
 def mouth_boxes(landmarks: np.ndarray, pad: float) -> np.ndarray:
@@ -101,6 +102,36 @@ def uncrop(img: np.ndarray, box: np.ndarray, roi: tuple[int, int, int, int], int
     return cv2.warpAffine(
         img, m, (x1 - x0, y1 - y0), flags=interp | cv2.WARP_INVERSE_MAP, borderMode=cv2.BORDER_REPLICATE
     )
+
+
+def frame_windows(
+    video: str | os.PathLike, fps: float, boxes: np.ndarray, frames: np.ndarray, size: int, progress: bool = True
+) -> tuple[np.ndarray, np.ndarray]:
+    """The recorded pixels around the crop boxes [N, 3] of `frames` [n] of `video`, not resampled: windows
+    [n, W, W, 3] uint8 (W the largest box's side and a margin; past the frame's edge its border repeats) and affines
+    [n, 2, 3] from the pixels of crops of side `size` to window pixels."""
+    side = int(np.ceil(boxes[frames, 2].max())) + 2 * WINDOW_MARGIN
+    windows = np.zeros((len(frames), side, side, 3), np.uint8)
+    to_window = np.zeros((len(frames), 2, 3))
+    where = {int(t): j for j, t in enumerate(frames)}
+    bar = tqdm(total=len(frames), desc=f"mouths {Path(video).name}", unit="frame", disable=not progress)
+    for t, frame in enumerate(iter_frames(video, fps)):
+        j = where.pop(t, None)
+        if j is not None:
+            origin = np.round(boxes[t, :2]) - side // 2  # integer: the window is a plain copy of frame pixels
+            shift = np.array([[1.0, 0.0, -origin[0]], [0.0, 1.0, -origin[1]]])
+            windows[j] = cv2.warpAffine(
+                frame, shift, (side, side), flags=cv2.INTER_NEAREST, borderMode=cv2.BORDER_REPLICATE
+            )
+            to_window[j] = cv2.invertAffineTransform(crop_matrix(boxes[t], size))
+            to_window[j, :, 2] -= origin
+            bar.update()
+        if not where:
+            break
+    bar.close()
+    if where:
+        raise HygieError(f"{video}: ends before frame {frames.max()}; rebuild its crops (`dvc repro`).")
+    return windows, to_window
 
 
 def mouth_mask(size: int, pad: float) -> np.ndarray:

@@ -27,7 +27,7 @@ from hygie_lib.crops import Crops
 from hygie_lib.inference import MouthModel
 from hygie_lib.io import HygieError, atomic_path, check_choice
 from hygie_lib.retrieve import MouthLibrary, real_detail
-from hygie_lib.shape import crop_points, reshape_mouths
+from hygie_lib.shape import crop_points
 from hygie_lib.video import VideoInfo, VideoWriter, iter_frames, probe_video
 
 AUDIO_SR = 48000  # sample rate of the muxed output audio (the model hears its own SR via the mel)
@@ -161,7 +161,7 @@ class Painter:
         if self.mouth != "generate":  # the library's real mouths, given the wanted shape at the template's pose:
             lib = picks[face]  # pasted (retrieve) or shown as the reference and giving the detail (blend)
             points = crop_points(space, wanted[face], landmarks, boxes, template.size)
-            ref = reshape_mouths(self.library.crops[lib], self.library.points[lib], points)
+            ref = self.library.mouths(lib, points)
         else:
             ref = template.crops[self.refs[f]] if model.reference else None
         seconds["crops"] += _lap(t)
@@ -226,9 +226,10 @@ def render_frames(
 def _retrieve(model: MouthModel, mel: Mel, library: MouthLibrary | None) -> tuple[np.ndarray, np.ndarray]:
     """The shape [n, K] the audio asks for at every output frame, and the library mouth [n] that shows it best:
     nearest that shape, along a smooth path."""
-    if library.crops.shape[1] != model.data.img_size:
-        size = library.crops.shape[1]
-        raise HygieError(f"the mouth library holds {size}px crops, the model {model.data.img_size}px: `dvc repro`.")
+    if library.size != model.data.img_size:
+        raise HygieError(
+            f"the mouth library gives {library.size}px crops, the model {model.data.img_size}px: `dvc repro`."
+        )
     wanted = model.mouth_shapes(mel)
     return wanted, library.choose(wanted / model.shapes.space.scale)
 

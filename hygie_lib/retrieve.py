@@ -1,6 +1,7 @@
 """Retrieval: real mouths of the training recording, chosen for the shape the audio asks for, without flicker.
 
-The library holds the training block's mouth crops and their shape coefficients (`build_library`), with what it
+The library holds the training block's mouths (the recorded pixels around each crop box, so that a mouth reshaped
+to another shape is resampled once, as a crop is) and their shape coefficients (`build_library`), with what it
 takes to render from it alone (how the crops and mel were made, the mask, the shape model): the fast path, usable
 seconds after train_shape while the generator trains. For a
 sequence of wanted shapes, the K nearest crops of each frame (scikit-learn's KD-tree) are the candidates, and a
@@ -22,9 +23,9 @@ from sklearn.neighbors import NearestNeighbors
 
 from hygie_lib.audio2shape import ShapeModel
 from hygie_lib.checkpoint import DataInfo
-from hygie_lib.crops import Crops
+from hygie_lib.crops import Crops, frame_windows
 from hygie_lib.io import HygieError, save_npz
-from hygie_lib.shape import MOUTH_OUTER, crop_points
+from hygie_lib.shape import MOUTH_OUTER, crop_points, reshape_mouths
 
 CANDIDATES = 8  # nearest library mouths considered per frame
 THUMB = 16  # side of the grey thumbnails the jump cost compares
@@ -39,9 +40,10 @@ FAR_MARGIN = 2  # the template's detail is taken as it is this many DETAIL sigma
 
 @dataclass(frozen=True)
 class MouthLibrary:
-    """Real mouth crops of a recording with their shapes: what retrieval chooses from."""
+    """Real mouths of a recording with their shapes: what retrieval chooses from."""
 
-    crops: np.ndarray  # [M, S, S, 3] uint8
+    windows: np.ndarray  # [M, W, W, 3] uint8 the recorded frames' pixels around each crop box (`frame_windows`)
+    to_window: np.ndarray  # [M, 2, 3] affines from crop pixels to window pixels
     shapes: np.ndarray  # [M, K] shape coefficients, in units of each coefficient's spread
     frames: np.ndarray  # [M] frame numbers in the recording
     thumbs: np.ndarray  # [M, THUMB * THUMB] grey thumbnails of the mask's box, in [0, 1]
@@ -56,7 +58,8 @@ class MouthLibrary:
         data = np.array(json.dumps(asdict(self.data), sort_keys=True))
         save_npz(
             path,
-            crops=self.crops,
+            windows=self.windows,
+            to_window=self.to_window,
             shapes=self.shapes,
             frames=self.frames,
             thumbs=self.thumbs,
@@ -73,9 +76,29 @@ class MouthLibrary:
             with np.load(path) as z:
                 model = ShapeModel.from_arrays({k[6:]: z[k] for k in z.files if k.startswith("model.")})
                 data = DataInfo.from_dict(json.loads(str(z["data"])))
-                return cls(z["crops"], z["shapes"], z["frames"], z["thumbs"], z["points"], z["mask"], data, model)
+                return cls(
+                    z["windows"],
+                    z["to_window"],
+                    z["shapes"],
+                    z["frames"],
+                    z["thumbs"],
+                    z["points"],
+                    z["mask"],
+                    data,
+                    model,
+                )
         except (OSError, KeyError, ValueError) as e:
             raise HygieError(f"{path}: not a mouth library made by build_library ({e}); run `dvc repro`.") from e
+
+    @property
+    def size(self) -> int:
+        """Side of the crops it gives."""
+        return self.mask.shape[0]
+
+    def mouths(self, picks: np.ndarray, points: np.ndarray) -> np.ndarray:
+        """Crops [B, S, S, 3] of the library mouths `picks` [B], reshaped so that their mouth points land on `points`
+        [B, M, 2] (crop pixels)."""
+        return reshape_mouths(self.windows[picks], self.points[picks], points, self.size, self.to_window[picks])
 
     def choose(self, shapes: np.ndarray) -> np.ndarray:
         """Library indices [n] for wanted shapes [n, K] (same units as `self.shapes`): the cheapest Viterbi path."""
@@ -96,9 +119,14 @@ class MouthLibrary:
         return cand[np.arange(len(shapes)), path]
 
 
-def build_library(crops: Crops, model: ShapeModel, frames: np.ndarray, data: DataInfo) -> MouthLibrary:
-    """The library of a recording's `frames` (its training block, with a face): crops, shapes, thumbnails, and what
-    rendering from it needs (`data`, the mask, the shape `model`)."""
+def build_library(
+    crops: Crops, video: str | os.PathLike, model: ShapeModel, frames: np.ndarray, data: DataInfo, progress: bool = True
+) -> MouthLibrary:
+    """The library of `frames` (its training block, with a face) of the recording `video` that `crops` were cut from:
+    its pixels around the mouths, shapes, thumbnails, and what rendering from it needs (`data`, the mask, the shape
+    `model`)."""
+    if not crops.made_from(video):
+        raise HygieError(f"{video}: is not the video these crops were cut from (its content differs); `dvc repro`.")
     space = model.space
     coefficients = space.coefficients(crops.landmarks[frames])
     points = crop_points(space, coefficients, crops.landmarks[frames], crops.boxes[frames], crops.size)
@@ -116,8 +144,10 @@ def build_library(crops: Crops, model: ShapeModel, frames: np.ndarray, data: Dat
         ).astype(np.float32)
         / 255.0
     )
+    windows, to_window = frame_windows(video, crops.fps, crops.boxes, frames, crops.size, progress)
     return MouthLibrary(
-        crops.crops[frames],
+        windows,
+        to_window.astype(np.float32),
         (coefficients / space.scale).astype(np.float32),
         frames.astype(np.int64),
         thumbs,

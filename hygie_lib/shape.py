@@ -134,11 +134,15 @@ def sketches(
     return out
 
 
-def reshape_mouths(images: np.ndarray, src: np.ndarray, dst: np.ndarray) -> np.ndarray:
-    """Real mouths given other shapes: images [B, S, S, 3] warped so that their mouth points `src` [B, M, 2] (crop
-    pixels) land on `dst`, by a thin-plate spline that holds the crop's border still. Nothing is drawn: every output
-    pixel is an input pixel, moved (Lanczos, which keeps the finest detail)."""
-    b, size = len(images), images.shape[1]
+def reshape_mouths(
+    images: np.ndarray, src: np.ndarray, dst: np.ndarray, size: int | None = None, to_image: np.ndarray | None = None
+) -> np.ndarray:
+    """Real mouths given other shapes: crops [B, size, size, 3] whose mouth points `src` [B, M, 2] (crop pixels) land
+    on `dst`, by a thin-plate spline that holds the crop's border still. Nothing is drawn: every output pixel is a
+    pixel of `images` [B, H, W, 3], moved (Lanczos). `images` are the crops themselves, or the recorded frames'
+    pixels around them, which `to_image` [B, 2, 3] maps crop pixels into: then each pixel is resampled once, not
+    twice, and the lips keep their finest detail (README, "Sharp mouths")."""
+    b, size = len(images), size or images.shape[1]
     edge = np.linspace(0.0, size - 1.0, RESHAPE_BORDER)
     still = np.concatenate(
         [np.stack(np.broadcast_arrays(edge, e), 1) for e in (0.0, size - 1.0)]
@@ -156,9 +160,11 @@ def reshape_mouths(images: np.ndarray, src: np.ndarray, dst: np.ndarray) -> np.n
     coarse = np.broadcast_to(np.stack(np.meshgrid(at, at), -1).reshape(-1, 2), (b, RESHAPE_GRID**2, 2))
     disp = _tps_kernel(coarse, ctrl) @ w[:, :n] + np.concatenate([np.ones((b, len(at) ** 2, 1)), coarse], 2) @ w[:, n:]
     fine = np.stack(np.meshgrid(np.arange(size, dtype=np.float32), np.arange(size, dtype=np.float32)), -1)
-    out = np.empty_like(images)
+    out = np.empty((b, size, size, images.shape[-1]), images.dtype)
     for i, d in enumerate(disp.reshape(b, RESHAPE_GRID, RESHAPE_GRID, 2).astype(np.float32)):
-        fetch = fine + cv2.resize(d, (size, size))  # [S, S, 2]
+        fetch = fine + cv2.resize(d, (size, size))  # [S, S, 2] in crop pixels
+        if to_image is not None:
+            fetch = fetch @ to_image[i, :, :2].T.astype(np.float32) + to_image[i, :, 2].astype(np.float32)
         out[i] = cv2.remap(images[i], fetch[..., 0], fetch[..., 1], cv2.INTER_LANCZOS4, borderMode=cv2.BORDER_REPLICATE)
     return out
 

@@ -15,6 +15,7 @@ from hygie_lib.split import time_split
 
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__)
+    ap.add_argument("video", help="the training clip: the library keeps its pixels around each mouth")
     ap.add_argument("crops", help="crops.npz of the training clip")
     ap.add_argument("mel", help="mel.npz of the training clip (how the audio is heard)")
     ap.add_argument("shapes", help="shape.npz from train_shape")
@@ -24,7 +25,7 @@ def main() -> None:
     crops, shapes = Crops.load(args.crops), ShapeModel.load(args.shapes)
     frames = time_split(crops.face, train_split=p.TRAIN_SPLIT, gap=0).train_frames  # never a held-out mouth
     data = DataInfo.of(crops, Mel.load(args.mel), mel_win=0)
-    library = build_library(crops, shapes, frames, data)
+    library = build_library(crops, args.video, shapes, frames, data)
     library.save(args.out)
     print(f"{args.out}: {len(library.frames)} mouths of {crops.size}px")
 

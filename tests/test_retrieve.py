@@ -10,6 +10,7 @@ import pytest
 from conftest import DATA
 
 from hygie_lib.cli import main as hygie
+from hygie_lib.crops import crop_matrix
 from hygie_lib.inference import MouthModel
 from hygie_lib.io import HygieError
 from hygie_lib.render import audio_features, render_frames
@@ -26,7 +27,8 @@ def library(n: int = 40, seed: int = 0) -> MouthLibrary:
     thumbs = np.repeat(bright, THUMB * THUMB, 1) + rng.normal(0, 0.01, (n, THUMB * THUMB)).astype(np.float32)
     mask = np.ones((8, 8), np.uint8)
     points = np.zeros((n, 1, 2), np.float32)  # no mouth points: these tests never reshape
-    return MouthLibrary(crops, bright * 3.5, np.arange(n) * 3, thumbs, points, mask, DATA, None)  # frames 0, 3, 6..
+    same = np.tile(np.eye(2, 3, dtype=np.float32), (n, 1, 1))  # the windows are the crops
+    return MouthLibrary(crops, same, bright * 3.5, np.arange(n) * 3, thumbs, points, mask, DATA, None)  # frames 0, 3..
 
 
 def test_the_path_follows_the_wanted_shapes_and_stays_smooth():
@@ -99,24 +101,44 @@ def test_blend_keeps_the_drawn_shape_with_real_detail_on_the_mouth_and_the_templ
     np.testing.assert_array_equal(same, real)  # nothing to add when the drawing is the real mouth
 
 
-def test_library_of_a_clip_round_trips(tmp_path, demo):
-    tpl = demo["template"]
-    lib = build_library(tpl, demo["shapes"], np.arange(0, len(tpl.crops), 2), DATA)
-    assert lib.crops.shape == (len(tpl.crops[::2]), 32, 32, 3) and lib.thumbs.shape == (len(lib.crops), THUMB**2)
+def test_library_of_a_clip_round_trips_and_gives_its_crops_at_their_own_shapes(tmp_path, demo):
+    tpl, frames = demo["template"], np.arange(0, len(demo["template"].crops), 2)
+    lib = build_library(tpl, demo["template_video"], demo["shapes"], frames, DATA, progress=False)
+    assert lib.size == 32 and len(lib.windows) == len(frames) and lib.thumbs.shape == (len(frames), THUMB**2)
+    assert lib.windows.shape[1] > tpl.boxes[frames, 2].max()  # the recorded pixels, not resampled to 32 px
+    own = lib.mouths(np.arange(len(frames)), lib.points)
+    assert np.abs(own.astype(int) - tpl.crops[frames]).max() <= 2  # at its own shape a mouth is its crop
     lib.save(tmp_path / "library.npz")
     back = MouthLibrary.load(tmp_path / "library.npz")
-    np.testing.assert_array_equal(back.frames, np.arange(0, len(tpl.crops), 2))
+    np.testing.assert_array_equal(back.frames, frames)
     np.testing.assert_array_equal(back.points, lib.points)
-    assert back.points.shape == (len(lib.crops), len(MOUTH), 2) and np.isfinite(back.points).all()
+    np.testing.assert_array_equal(back.windows, lib.windows)
+    assert back.points.shape == (len(frames), len(MOUTH), 2) and np.isfinite(back.points).all()
     (tmp_path / "junk.npz").write_bytes(b"junk")
     with pytest.raises(HygieError, match="not a mouth library"):
         MouthLibrary.load(tmp_path / "junk.npz")
+    with pytest.raises(HygieError, match="not the video these crops were cut from"):
+        build_library(tpl, demo["audio"], demo["shapes"], frames, DATA, progress=False)
+
+
+def test_a_mouth_reshaped_from_the_recorded_pixels_keeps_the_detail_a_reshaped_crop_loses():
+    rng = np.random.default_rng(0)
+    frame = rng.integers(0, 256, (1, 220, 220, 3), dtype=np.uint8)  # detail up to the finest scale, like lips
+    box, S = np.array([110.3, 109.6, 199.0]), 160  # a 199 px mouth box cropped to 160 px, as on the demo speaker
+    to_frame = cv2.invertAffineTransform(crop_matrix(box, S))[None]
+    crop = cv2.warpAffine(frame[0], crop_matrix(box, S), (S, S), flags=cv2.INTER_LANCZOS4)[None]
+    src = _mouth_points(S)[None]
+    dst = src + rng.uniform(-1.0, 1.0, src.shape)  # another shape, a pixel or less away: every pixel moves a little
+    energy = lambda a: cv2.Laplacian(a[0, 20:-20, 20:-20].astype(np.float32), cv2.CV_32F).var()  # noqa: E731
+    once = energy(reshape_mouths(frame, src, dst, S, to_frame))
+    twice = energy(reshape_mouths(crop, src, dst))
+    assert once > 1.15 * twice and once > 0.9 * energy(crop)
 
 
 def test_retrieve_pastes_library_mouths_and_blend_shows_them_to_the_model(demo):
     tpl, model = demo["template"], MouthModel(demo["model"], "torch")
-    lib = build_library(tpl, demo["shapes"], np.arange(len(tpl.crops)), DATA)
-    lib = replace(lib, crops=np.full_like(lib.crops, 255))  # white mouths: easy to spot
+    lib = build_library(tpl, demo["template_video"], demo["shapes"], np.arange(len(tpl.crops)), DATA, progress=False)
+    lib = replace(lib, windows=np.full_like(lib.windows, 255))  # white mouths: easy to spot
     mel = audio_features(demo["audio"], model.data)
     frames = {
         m: list(render_frames(model, tpl, demo["template_video"], mel, blend="feather", mouth=m, library=lib))
@@ -132,7 +154,8 @@ def test_retrieve_pastes_library_mouths_and_blend_shows_them_to_the_model(demo):
 
 def test_render_command_retrieves_from_the_given_library(demo, tmp_path, capsys):
     tpl = demo["template"]
-    build_library(tpl, demo["shapes"], np.arange(len(tpl.crops)), DATA).save(tmp_path / "library.npz")
+    lib = build_library(tpl, demo["template_video"], demo["shapes"], np.arange(len(tpl.crops)), DATA, progress=False)
+    lib.save(tmp_path / "library.npz")
     args = ["render", "--model", str(demo["model"]), "--template", str(demo["template_video"])]
     args += ["--audio", str(demo["audio"]), "--mouth", "retrieve", "--blend", "feather", "--backend", "torch"]
     assert hygie([*args, "--library", str(tmp_path / "library.npz"), "--out", str(tmp_path / "o.mp4")]) == 0
@@ -144,7 +167,8 @@ def test_render_command_retrieves_from_the_given_library(demo, tmp_path, capsys)
 def test_the_library_alone_renders_the_fast_path(demo, tmp_path):
     """Before the generator has trained, the library (real mouths, the shape model, how crops were made) renders."""
     tpl = demo["template"]
-    build_library(tpl, demo["shapes"], np.arange(len(tpl.crops)), DATA).save(tmp_path / "library.npz")
+    lib = build_library(tpl, demo["template_video"], demo["shapes"], np.arange(len(tpl.crops)), DATA, progress=False)
+    lib.save(tmp_path / "library.npz")
     fast = MouthModel(tmp_path / "library.npz")
     assert fast.data == DATA and fast.shapes.space.k == demo["shapes"].space.k
     mel = audio_features(demo["audio"], fast.data)
