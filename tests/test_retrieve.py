@@ -31,6 +31,13 @@ def library(n: int = 40, seed: int = 0) -> MouthLibrary:
     return MouthLibrary(crops, same, bright * 3.5, np.arange(n) * 3, thumbs, points, mask, DATA, None)  # frames 0, 3..
 
 
+def clip_library(demo: dict, frames: np.ndarray | None = None) -> MouthLibrary:
+    """The library of the demo fixture's template clip: `frames`, or all of them."""
+    tpl = demo["template"]
+    frames = np.arange(len(tpl.crops)) if frames is None else frames
+    return build_library(tpl, demo["template_video"], demo["shapes"], frames, DATA, progress=False)
+
+
 def test_the_path_follows_the_wanted_shapes_and_stays_smooth():
     lib = library()
     wanted = np.array([[0.1], [0.1], [0.5], [0.52], [0.9]], np.float32) * 3.5
@@ -103,7 +110,7 @@ def test_blend_keeps_the_drawn_shape_with_real_detail_on_the_mouth_and_the_templ
 
 def test_library_of_a_clip_round_trips_and_gives_its_crops_at_their_own_shapes(tmp_path, demo):
     tpl, frames = demo["template"], np.arange(0, len(demo["template"].crops), 2)
-    lib = build_library(tpl, demo["template_video"], demo["shapes"], frames, DATA, progress=False)
+    lib = clip_library(demo, frames)
     assert lib.size == 32 and len(lib.windows) == len(frames) and lib.thumbs.shape == (len(frames), THUMB**2)
     assert lib.windows.shape[1] > tpl.boxes[frames, 2].max()  # the recorded pixels, not resampled to 32 px
     own = lib.mouths(np.arange(len(frames)), lib.points)
@@ -137,7 +144,7 @@ def test_a_mouth_reshaped_from_the_recorded_pixels_keeps_the_detail_a_reshaped_c
 
 def test_retrieve_pastes_library_mouths_and_blend_shows_them_to_the_model(demo):
     tpl, model = demo["template"], MouthModel(demo["model"], "torch")
-    lib = build_library(tpl, demo["template_video"], demo["shapes"], np.arange(len(tpl.crops)), DATA, progress=False)
+    lib = clip_library(demo)
     lib = replace(lib, windows=np.full_like(lib.windows, 255))  # white mouths: easy to spot
     mel = audio_features(demo["audio"], model.data)
     frames = {
@@ -153,9 +160,7 @@ def test_retrieve_pastes_library_mouths_and_blend_shows_them_to_the_model(demo):
 
 
 def test_render_command_retrieves_from_the_given_library(demo, tmp_path, capsys):
-    tpl = demo["template"]
-    lib = build_library(tpl, demo["template_video"], demo["shapes"], np.arange(len(tpl.crops)), DATA, progress=False)
-    lib.save(tmp_path / "library.npz")
+    clip_library(demo).save(tmp_path / "library.npz")
     args = ["render", "--model", str(demo["model"]), "--template", str(demo["template_video"])]
     args += ["--audio", str(demo["audio"]), "--mouth", "retrieve", "--blend", "feather", "--backend", "torch"]
     assert hygie([*args, "--library", str(tmp_path / "library.npz"), "--out", str(tmp_path / "o.mp4")]) == 0
@@ -167,8 +172,7 @@ def test_render_command_retrieves_from_the_given_library(demo, tmp_path, capsys)
 def test_the_library_alone_renders_the_fast_path(demo, tmp_path):
     """Before the generator has trained, the library (real mouths, the shape model, how crops were made) renders."""
     tpl = demo["template"]
-    lib = build_library(tpl, demo["template_video"], demo["shapes"], np.arange(len(tpl.crops)), DATA, progress=False)
-    lib.save(tmp_path / "library.npz")
+    clip_library(demo).save(tmp_path / "library.npz")
     fast = MouthModel(tmp_path / "library.npz")
     assert fast.data == DATA and fast.shapes.space.k == demo["shapes"].space.k
     mel = audio_features(demo["audio"], fast.data)
