@@ -112,7 +112,7 @@ def frame_windows(
     [n, 2, 3] from the pixels of crops of side `size` to window pixels."""
     side = int(np.ceil(boxes[frames, 2].max())) + 2 * WINDOW_MARGIN
     windows = np.zeros((len(frames), side, side, 3), np.uint8)
-    to_window = np.zeros((len(frames), 2, 3))
+    to_window = np.zeros((len(frames), 2, 3), np.float32)
     where = {int(t): j for j, t in enumerate(frames)}
     bar = tqdm(total=len(frames), desc=f"mouths {Path(video).name}", unit="frame", disable=not progress)
     for t, frame in enumerate(iter_frames(video, fps)):

@@ -147,7 +147,7 @@ def build_library(
     windows, to_window = frame_windows(video, crops.fps, crops.boxes, frames, crops.size, progress)
     return MouthLibrary(
         windows,
-        to_window.astype(np.float32),
+        to_window,
         (coefficients / space.scale).astype(np.float32),
         frames.astype(np.int64),
         thumbs,
