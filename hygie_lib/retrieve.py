@@ -1,14 +1,13 @@
 """Retrieval: real mouths of the training recording, chosen for the shape the audio asks for, without flicker.
 
-The library holds the training block's mouths (the recorded pixels around each crop box, so that a mouth reshaped
-to another shape is resampled once, as a crop is) and their shape coefficients (`build_library`), with what it
-takes to render from it alone (how the crops and mel were made, the mask, the shape model): the fast path, usable
-seconds after train_shape while the generator trains. For a
-sequence of wanted shapes, the K nearest crops of each frame (scikit-learn's KD-tree) are the candidates, and a
-Viterbi path picks one per frame: close to the wanted shape, and costing little to go from one to the next (none
-when the next is the recording's next frame, so real runs of the recording play as they were). `real_detail` gives
-a drawn mouth real fine detail: the chosen one's on the lips and where the jaw moved, the template frame's where
-nothing moved (render.mouth blend).
+The library holds the training block's mouths (the recorded pixels around each crop box, so that a mouth reshaped to
+another shape is resampled once, as a crop is) and their shape coefficients (`build_library`), with what it takes to
+render from it alone (how the crops and mel were made, the mask, the shape model): the fast path, usable seconds
+after train_shape while the generator trains. For a sequence of wanted shapes, the K nearest mouths of each frame
+(scikit-learn's KD-tree) are the candidates, and a Viterbi path picks one per frame: close to the wanted shape, and
+costing little to go from one to the next (none when the next is the recording's next frame, so real runs of the
+recording play as they were). `real_detail` gives a drawn mouth real fine detail: the chosen one's on the lips and
+where the jaw moved, the template frame's where nothing moved (render.mouth blend).
 """
 
 from __future__ import annotations
