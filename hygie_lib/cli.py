@@ -10,6 +10,7 @@ import argparse
 import sys
 import time
 from collections.abc import Callable
+from pathlib import Path
 
 from hygie_lib.io import HygieError, atomic_path, check_folder, check_output, one_line_warnings, require_file
 
@@ -83,11 +84,14 @@ def cmd_render(args: argparse.Namespace) -> int:
     require_file(args.template, "template video", "Give the path of a video of the person idling.")
     require_file(args.audio, "audio file", "Give the path of the speech to lip-sync.")
     check_template_video(args.template)
-    model = MouthModel(args.model, args.backend)
-    library = None
+    library_path, library = Path(args.library or "models/library.npz"), None
     if args.mouth != "generate":
         fix = "Give the library of the model's recording, e.g. --library models/library.npz (`dvc repro`)."
-        library = MouthLibrary.load(require_file(args.library or "models/library.npz", "mouth library", fix))
+        library = MouthLibrary.load(require_file(library_path, "mouth library", fix))
+    if library is not None and Path(args.model).resolve() == library_path.resolve():
+        model = MouthModel.from_library(library)  # the fast path: the library is read once, not twice
+    else:
+        model = MouthModel(args.model, args.backend)
     mel = audio_features(args.audio, model.data)
     if args.crops:
         template = Crops.load(

@@ -181,3 +181,15 @@ def test_the_library_alone_renders_the_fast_path(demo, tmp_path):
     assert len(frames) == mel.n_frames
     with pytest.raises(HygieError, match="draws no mouths, so render.mouth generate needs models/best.pt"):
         next(render_frames(fast, tpl, demo["template_video"], mel, mouth="generate"))
+
+
+def test_the_render_command_reads_a_library_given_as_model_and_library_once(demo, tmp_path, monkeypatch):
+    clip_library(demo).save(tmp_path / "library.npz")
+    loads = []
+    load = MouthLibrary.load.__func__
+    monkeypatch.setattr(MouthLibrary, "load", classmethod(lambda cls, path: loads.append(path) or load(cls, path)))
+    lib = str(tmp_path / "library.npz")
+    args = ["render", "--model", lib, "--library", lib, "--template", str(demo["template_video"])]
+    args += ["--audio", str(demo["audio"]), "--mouth", "retrieve", "--blend", "feather"]
+    assert hygie([*args, "--out", str(tmp_path / "o.mp4")]) == 0 and (tmp_path / "o.mp4").is_file()
+    assert len(loads) == 1  # the fast path's model is the library's shape model: no second read of its mouths
