@@ -4,7 +4,8 @@ For each clip of ../shared/data/real (or video given by path), every 3rd frame's
 with a resampling, pasted back into the same frame (feathered, as render does, with that resampling), and the
 pasted frame's sharpness (metrics.sharpness: Laplacian variance inside the mouth mask, in frame pixels) is divided
 by the untouched frame's. A perfect generator can do no better than this ratio at that size: it is what
-`sharpness_ratio` would be if the model drew the real mouth exactly.
+`sharpness_ratio` would be if the model drew the real mouth exactly. The same on the lips alone
+(metrics.lip_sharpness) is the ceiling of `lip_sharpness_ratio`, printed as "lips" for Lanczos, render's resampling.
 Usage: python benchmarks/sharpness.py [--clips obama_20s data/raw/template_idle.mp4 ...] [--sizes 128 160 192]
 (about 1 minute on 2 cores)
 """
@@ -24,7 +25,7 @@ sys.path.insert(0, str(ROOT))
 from hygie_lib.blend import feather  # noqa: E402
 from hygie_lib.crops import box_roi, crop, mouth_boxes, mouth_mask, smooth_boxes, uncrop  # noqa: E402
 from hygie_lib.landmarks import detect_video  # noqa: E402
-from hygie_lib.metrics import sharpness  # noqa: E402
+from hygie_lib.metrics import lip_sharpness, sharpness  # noqa: E402
 from hygie_lib.video import iter_frames  # noqa: E402
 
 REAL = ROOT.parent / "shared" / "data" / "real"
@@ -34,7 +35,8 @@ PAD = 1.3  # params.yaml's MOUTH_PAD
 
 
 def ceilings(video: Path, sizes: list[int]) -> tuple[float, dict[tuple[int, str], float]]:
-    """(median mouth box side in pixels, {(size, resampling): pasted / real sharpness}) of one clip."""
+    """(median mouth box side in pixels, {(size, resampling): pasted / real sharpness, (size, "lips"): the same on the
+    lips, Lanczos}) of one clip."""
     landmarks = detect_video(video, 25.0, progress=False)
     face = ~np.isnan(landmarks[:, 0, 0])
     boxes = smooth_boxes(mouth_boxes(landmarks, PAD), 0.7)
@@ -43,13 +45,17 @@ def ceilings(video: Path, sizes: list[int]) -> tuple[float, dict[tuple[int, str]
     for size in sizes:
         mask = mouth_mask(size, PAD)
         real = np.mean([sharpness(f, boxes[i], mask) for i, f in frames])
+        real_lips = np.nanmean([lip_sharpness(f, landmarks[i]) for i, f in frames])
         for name, interp in RESAMPLINGS.items():
             pasted = []
             for i, f in frames:
                 roi = box_roi(boxes[i], *f.shape[:2])
                 mouth = uncrop(crop(f, boxes[i], size, interp), boxes[i], roi, interp)
-                pasted.append(sharpness(feather(f, mouth, mask, boxes[i], roi), boxes[i], mask))
-            out[size, name] = float(np.mean(pasted) / real)
+                pasted.append(feather(f, mouth, mask, boxes[i], roi))
+            out[size, name] = float(np.mean([sharpness(p, boxes[i], mask) for p, (i, _) in zip(pasted, frames)]) / real)
+            if name == "lanczos":
+                lips = [lip_sharpness(p, landmarks[i]) for p, (i, _) in zip(pasted, frames)]
+                out[size, "lips"] = float(np.nanmean(lips) / real_lips)
     return float(np.median(boxes[face, 2])), out
 
 
@@ -60,7 +66,7 @@ def main() -> None:
     args = ap.parse_args()
     if not REAL.is_dir():
         sys.exit(f"{REAL}: the real clips are not here.")
-    cols = [(s, r) for s in args.sizes for r in RESAMPLINGS]
+    cols = [(s, r) for s in args.sizes for r in [*RESAMPLINGS, "lips"]]
     print(f"{'clip':<20}{'box px':>8}" + "".join(f"{f'{s} {r}':>14}" for s, r in cols))
     for name in args.clips:
         side, ratio = ceilings(Path(name) if Path(name).is_file() else REAL / f"{name}.mp4", args.sizes)
