@@ -47,14 +47,16 @@ def ceilings(video: Path, sizes: list[int]) -> tuple[float, dict[tuple[int, str]
         real = np.mean([sharpness(f, boxes[i], mask) for i, f in frames])
         real_lips = np.nanmean([lip_sharpness(f, landmarks[i]) for i, f in frames])
         for name, interp in RESAMPLINGS.items():
-            pasted = []
+            pasted, lips = [], []
             for i, f in frames:
                 roi = box_roi(boxes[i], *f.shape[:2])
                 mouth = uncrop(crop(f, boxes[i], size, interp), boxes[i], roi, interp)
-                pasted.append(feather(f, mouth, mask, boxes[i], roi))
-            out[size, name] = float(np.mean([sharpness(p, boxes[i], mask) for p, (i, _) in zip(pasted, frames)]) / real)
-            if name == "lanczos":
-                lips = [lip_sharpness(p, landmarks[i]) for p, (i, _) in zip(pasted, frames)]
+                back = feather(f, mouth, mask, boxes[i], roi)
+                pasted.append(sharpness(back, boxes[i], mask))
+                if name == "lanczos":
+                    lips.append(lip_sharpness(back, landmarks[i]))
+            out[size, name] = float(np.mean(pasted) / real)
+            if lips:
                 out[size, "lips"] = float(np.nanmean(lips) / real_lips)
     return float(np.median(boxes[face, 2])), out
 
