@@ -41,11 +41,11 @@ def ceilings(video: Path, sizes: list[int]) -> tuple[float, dict[tuple[int, str]
     face = ~np.isnan(landmarks[:, 0, 0])
     boxes = smooth_boxes(mouth_boxes(landmarks, PAD), 0.7)
     frames = [(i, f) for i, f in enumerate(iter_frames(video, 25.0)) if i % 3 == 0 and face[i]]
+    real_lips = np.nanmean([lip_sharpness(f, landmarks[i]) for i, f in frames])  # the lips do not depend on the mask
     out = {}
     for size in sizes:
         mask = mouth_mask(size, PAD)
         real = np.mean([sharpness(f, boxes[i], mask) for i, f in frames])
-        real_lips = np.nanmean([lip_sharpness(f, landmarks[i]) for i, f in frames])
         for name, interp in RESAMPLINGS.items():
             pasted, lips = [], []
             for i, f in frames:
