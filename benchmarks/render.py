@@ -3,9 +3,11 @@
 Each configuration runs in its own process, so its peak memory (max RSS) is its own. The template is prepared
 once (landmarks + crops, what the pipeline caches), as in production. Also tries INT8 (dynamic) quantization of
 the ONNX model: speed of the model step and how far its output moves from FP32.
-A configuration is backend:blend[:mouth]; retrieve and blend mouths come from a library of the template's own crops.
+A configuration is backend:blend[:mouth[:detail_scale]]; retrieve and blend mouths come from a library of the
+template's own crops, composed at render.detail_scale (render.DETAIL_SCALE unless given).
 Usage: python benchmarks/render.py [--model models/best.pt | --size 160 --warp] [--seconds 30]
-       [--configs onnx:poisson torch:poisson onnx:poisson:retrieve ...]   (needs the demo template: `hygie demo-data`)
+       [--configs onnx:poisson torch:poisson onnx:poisson:retrieve onnx:poisson:blend:0 ...]
+       (needs the demo template: `hygie demo-data`)
 """
 
 from __future__ import annotations
@@ -32,7 +34,7 @@ from hygie_lib.checkpoint import DataInfo, load_checkpoint, save_checkpoint  # n
 from hygie_lib.crops import Crops, mouth_mask  # noqa: E402
 from hygie_lib.inference import MouthModel, export_onnx  # noqa: E402
 from hygie_lib.model import HygieUNetLite, model_config  # noqa: E402
-from hygie_lib.render import LOOP_JPEG, audio_features, prepare_template, render  # noqa: E402
+from hygie_lib.render import DETAIL_SCALE, LOOP_JPEG, audio_features, prepare_template, render  # noqa: E402
 from hygie_lib.retrieve import MouthLibrary, build_library  # noqa: E402
 from hygie_lib.shape import ShapeSpace  # noqa: E402
 from hygie_lib.video import VideoWriter, iter_frames  # noqa: E402
@@ -102,7 +104,7 @@ def make_inputs(
     }
 
 
-def run_one(inputs: dict[str, str], backend: str, blend: str, mouth: str) -> dict:
+def run_one(inputs: dict[str, str], backend: str, blend: str, mouth: str, detail_scale: float) -> dict:
     """Render once in this process: frames/s, seconds per step and peak memory."""
     model = MouthModel(inputs["model"], backend)
     library = None if mouth == "generate" else MouthLibrary.load(inputs["library"])
@@ -122,6 +124,7 @@ def run_one(inputs: dict[str, str], backend: str, blend: str, mouth: str) -> dic
         blend=blend,
         mouth=mouth,
         library=library,
+        detail_scale=detail_scale,
         progress=False,
     )
     wall = time.perf_counter() - t + mel_s
@@ -187,13 +190,12 @@ def main() -> None:
         "--configs",
         nargs="+",
         default=["onnx:poisson", "onnx:feather", "torch:poisson", "onnx:poisson:retrieve"],
-        help="backend:blend[:mouth]",
+        help="backend:blend[:mouth[:detail_scale]]",
     )
     ap.add_argument("--one", help=argparse.SUPPRESS)  # internal: run one config on prepared inputs (JSON)
     args = ap.parse_args()
     if args.one:
-        inputs, backend, blend, mouth = json.loads(args.one)
-        print(json.dumps(run_one(inputs, backend, blend, mouth)))
+        print(json.dumps(run_one(*json.loads(args.one))))
         return
     if not (ROOT / "data" / "raw" / "template_idle.mp4").is_file():
         sys.exit("data/raw/template_idle.mp4: not found. Run `hygie demo-data` first.")
@@ -205,9 +207,10 @@ def main() -> None:
             + f"{'peak MB':>9}   (steps in ms/frame)"
         )
         for config in args.configs:
-            backend, blend, mouth = (config + ":generate").split(":")[:3]
+            backend, blend, *rest = config.split(":")
+            mouth, scale = rest[0] if rest else "generate", float(rest[1]) if len(rest) > 1 else DETAIL_SCALE
             r = subprocess.run(
-                [sys.executable, __file__, "--one", json.dumps([inputs, backend, blend, mouth])],
+                [sys.executable, __file__, "--one", json.dumps([inputs, backend, blend, mouth, scale])],
                 capture_output=True,
                 text=True,
                 check=True,

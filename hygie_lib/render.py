@@ -23,7 +23,7 @@ from tqdm import tqdm
 from hygie_lib.audio import Mel, iter_audio, load_audio
 from hygie_lib.blend import BLENDS, paste_mouth
 from hygie_lib.checkpoint import DataInfo
-from hygie_lib.crops import Crops
+from hygie_lib.crops import Crops, crop, mouth_mask
 from hygie_lib.inference import MouthModel
 from hygie_lib.io import HygieError, atomic_path, check_choice
 from hygie_lib.retrieve import MouthLibrary, real_detail
@@ -36,6 +36,9 @@ SILENCE = 1e-4  # peak amplitude below which an audio file counts as silent
 # H.264 at crf 18 anyway), about a tenth of the raw size
 LOOP_JPEG = [cv2.IMWRITE_JPEG_QUALITY, 95, cv2.IMWRITE_JPEG_SAMPLING_FACTOR, cv2.IMWRITE_JPEG_SAMPLING_FACTOR_444]
 MOUTHS = ("generate", "retrieve", "blend")  # render.mouth: draw the mouth, paste a real one, or draw it from a real one
+# render.detail_scale: retrieve and blend compose their mouths at this many crop pixels per pixel of the frame's mouth
+# box, not at the model's crop size, so the real mouths' fine detail is not lost to resampling (README, "Sharp mouths")
+DETAIL_SCALE = 1.2
 METADATA = {"comment": "Synthetic lip-sync made by HygieSync: the mouth region is generated from the audio."}
 
 
@@ -98,6 +101,15 @@ def check_audio(path: str | os.PathLike, sr: int = 16000) -> None:
 Images = Iterator[tuple[int, np.ndarray, tuple[int, int]]]  # (template frame, its image, the image's origin)
 
 
+def detail_size(template: Crops, scale: float) -> int:
+    """Side of the crops retrieve and blend compose their mouths at: `scale` times the template's largest mouth box
+    side, rounded up to a multiple of 4, and never below the model's crop side (all of it when `scale` is 0)."""
+    if scale < 0:
+        raise HygieError(f"render.detail_scale must be 0 (the model's crop size) or more, got {scale}.")
+    sides = template.boxes[template.face, 2]
+    return max(template.size, int(np.ceil(scale * sides.max() / 4)) * 4 if len(sides) else 0)
+
+
 class Painter:
     """The template's images with new mouths pasted in, a batch of output frames at a time: the one place output
     frames are made, for `render` (whole frames, `video_images`) and live sessions (mouth regions, hygie_lib.live).
@@ -106,7 +118,8 @@ class Painter:
     of it) and where that image's top-left corner lies in the frame. `mouth` (MOUTHS): "generate" draws the mouth
     with the model; "retrieve" pastes the real mouth of the `library` that `paint` is given for each frame; "blend"
     has the model draw it, shown that real mouth as its reference, and keeps the real mouth's fine detail
-    (`real_detail`). Frames without a face pass through untouched.
+    (`real_detail`); both compose the mouth at `detail_size` (`detail_scale`), in pixels as fine as the frame's.
+    Frames without a face pass through untouched.
     Seconds spent per step are added to `seconds`; `name` is the template's, for messages.
     """
 
@@ -120,6 +133,7 @@ class Painter:
         blend: str = "poisson",
         mouth: str = "generate",
         library: MouthLibrary | None = None,
+        detail_scale: float = DETAIL_SCALE,
         seconds: dict[str, float] | None = None,
     ) -> None:
         model.check_crops(template, name)
@@ -133,6 +147,8 @@ class Painter:
             raise HygieError(f"render.mouth {mouth}: retrieve and blend need a mouth library, models/library.npz.")
         self.model, self.template, self.blend, self.mouth, self.library = model, template, blend, mouth, library
         self.images, self.refs = images, reference_indices(template.face)
+        self.size = template.size if mouth == "generate" else detail_size(template, detail_scale)  # pasted crops' side
+        self.mask = model.mask if self.size == template.size else mouth_mask(self.size, template.pad)
         self.k = 0  # the next output frame
         self.seconds = defaultdict(float) if seconds is None else seconds
 
@@ -146,7 +162,7 @@ class Painter:
         """The next `n` output frames, as `images` gives them, with the new mouths pasted in. `heard` [n, ...]: what
         the model heard for each (`MouthModel.hear`; unused by retrieve); `picks` [n]: each frame's library mouth
         (retrieve, blend), reshaped to `wanted` [n, K], the shapes the audio asks for."""
-        seconds, template, model = self.seconds, self.template, self.model
+        seconds, template, model, size = self.seconds, self.template, self.model, self.size
         ks = np.arange(self.k, self.k + n)
         self.k += n
         t = time.perf_counter()
@@ -160,8 +176,9 @@ class Painter:
         space, landmarks, boxes = model.shapes.space, template.landmarks[f], template.boxes[f]
         if self.mouth != "generate":  # the library's real mouths, given the wanted shape at the template's pose:
             lib = picks[face]  # pasted (retrieve) or shown as the reference and giving the detail (blend)
-            points = crop_points(space, wanted[face], landmarks, boxes, template.size)
-            ref = self.library.mouths(lib, points)
+            points = crop_points(space, wanted[face], landmarks, boxes, size)
+            real = self.library.mouths(lib, points, size)
+            ref = real if size == template.size else _resized(real, template.size, cv2.INTER_AREA)
         else:
             ref = template.crops[self.refs[f]] if model.reference else None
         seconds["crops"] += _lap(t)
@@ -170,19 +187,22 @@ class Painter:
         seconds["cond"] += _lap(t)
         t = time.perf_counter()
         if len(f):
-            mouths = ref if self.mouth == "retrieve" else model.generate(crops, ref, cond)
+            mouths = real if self.mouth == "retrieve" else model.generate(crops, ref, cond)
         seconds["model"] += _lap(t)
         t = time.perf_counter()
         if self.mouth == "blend" and len(f):
-            own = crop_points(space, space.coefficients(landmarks), landmarks, boxes, template.size)
-            mouths = real_detail(mouths, ref, crops, points, own)
+            own = crop_points(space, space.coefficients(landmarks), landmarks, boxes, size)
+            frames = [
+                crop(image, template.boxes[i] - [x0, y0, 0], size) for i, image, (x0, y0) in chunk if template.face[i]
+            ]
+            mouths = real_detail(mouths, real, np.stack(frames), points, own)
         seconds["detail"] += _lap(t)
         out = []
         for j, (i, image, (x0, y0)) in zip(np.cumsum(face) - 1, chunk):
             t = time.perf_counter()
             if template.face[i]:
                 box = template.boxes[i] - np.array([x0, y0, 0.0])  # in the image's own coordinates
-                image = paste_mouth(image, mouths[j], box, model.mask, mode=self.blend)
+                image = paste_mouth(image, mouths[j], box, self.mask, mode=self.blend)
             seconds["blend"] += _lap(t)
             out.append((i, image, (x0, y0)))
         return out
@@ -203,13 +223,23 @@ def render_frames(
     batch: int = 32,
     mouth: str = "generate",
     library: MouthLibrary | None = None,
+    detail_scale: float = DETAIL_SCALE,
     seconds: dict[str, float] | None = None,
 ) -> Iterator[np.ndarray]:
     """Output RGB frames, one per video frame of `mel`: template frames with the mouth drawn from the audio (a
-    `Painter` fed what the model hears of the whole audio; see there for `mouth`, `library`, `seconds`)."""
+    `Painter` fed what the model hears of the whole audio; see there for `mouth`, `library`, `detail_scale`,
+    `seconds`)."""
     images = video_images(template_video, template.fps, len(template.crops), mel.n_frames)
     painter = Painter(
-        model, template, images, name=template_video, blend=blend, mouth=mouth, library=library, seconds=seconds
+        model,
+        template,
+        images,
+        name=template_video,
+        blend=blend,
+        mouth=mouth,
+        library=library,
+        detail_scale=detail_scale,
+        seconds=seconds,
     )
     t = time.perf_counter()
     # the whole audio at once: a shape model smooths its mouth shapes over time; retrieve draws nothing
@@ -246,6 +276,7 @@ def render(
     batch: int = 32,
     mouth: str = "generate",
     library: MouthLibrary | None = None,
+    detail_scale: float = DETAIL_SCALE,
     preset: str = "superfast",
     progress: bool = True,
 ) -> dict[str, float]:
@@ -259,7 +290,16 @@ def render(
     info = check_template_video(template_video)
     seconds: dict[str, float] = defaultdict(float)
     frames = render_frames(
-        model, template, template_video, mel, blend=blend, batch=batch, mouth=mouth, library=library, seconds=seconds
+        model,
+        template,
+        template_video,
+        mel,
+        blend=blend,
+        batch=batch,
+        mouth=mouth,
+        library=library,
+        detail_scale=detail_scale,
+        seconds=seconds,
     )
     sound = iter_audio(audio, AUDIO_SR)
     with atomic_path(out) as tmp:
@@ -301,6 +341,13 @@ def check_template_video(video: str | os.PathLike) -> VideoInfo:
     if info.width % 2 or info.height % 2:
         raise HygieError(f"{video}: H.264 needs an even frame size, got {info.width}x{info.height}. Crop or scale it.")
     return info
+
+
+def _resized(images: np.ndarray, size: int, interp: int) -> np.ndarray:
+    """Images [B, S, S, C] resized to [B, size, size, C] (themselves when already that size)."""
+    if images.shape[1] == size:
+        return images
+    return np.stack([cv2.resize(image, (size, size), interpolation=interp) for image in images])
 
 
 def _lap(t0: float) -> float:

@@ -94,10 +94,13 @@ class MouthLibrary:
         """Side of the crops it gives."""
         return self.mask.shape[0]
 
-    def mouths(self, picks: np.ndarray, points: np.ndarray) -> np.ndarray:
-        """Crops [B, S, S, 3] of the library mouths `picks` [B], reshaped so that their mouth points land on `points`
-        [B, M, 2] (crop pixels)."""
-        return reshape_mouths(self.windows[picks], self.points[picks], points, self.size, self.to_window[picks])
+    def mouths(self, picks: np.ndarray, points: np.ndarray, size: int | None = None) -> np.ndarray:
+        """Crops [B, size, size, 3] (size: the library's crop side unless given) of the library mouths `picks` [B],
+        reshaped so that their mouth points land on `points` [B, M, 2] (pixels of those crops)."""
+        scale = (size or self.size) / self.size  # the library's crop pixels -> the wanted crops' pixels
+        to_window = self.to_window[picks].copy()
+        to_window[:, :, :2] /= scale
+        return reshape_mouths(self.windows[picks], self.points[picks] * scale, points, size or self.size, to_window)
 
     def choose(self, shapes: np.ndarray) -> np.ndarray:
         """Library indices [n] for wanted shapes [n, K] (same units as `self.shapes`): the cheapest Viterbi path."""
@@ -160,38 +163,44 @@ def build_library(
 def real_detail(
     drawn: np.ndarray, real: np.ndarray, own: np.ndarray, wanted: np.ndarray, own_points: np.ndarray
 ) -> np.ndarray:
-    """Drawn mouths [B, S, S, 3] uint8 with real fine detail: their Gaussian low-pass (DETAIL of the side: the shape,
-    which follows the audio) plus the high-pass of real images. On the lips (the outer-lip hulls of the `wanted` mouth
-    points [B, M, 2] and of the template's `own_points`, grown by LIPS_MARGIN) it is that of `real` (library mouths
-    reshaped to `wanted`: their lips and teeth); elsewhere that of `own` (the template frame's crop) where it shows
-    what was drawn or lies beyond FAR_MARGIN of both mouths (nothing there moves with speech), and `real`'s on the
-    rest of both mouths' hulls (where the jaw moved: no template chin edge drawn twice)."""
-    size = drawn.shape[1]
+    """Drawn mouths [B, S, S, 3] uint8 with real fine detail, as [B, D, D, 3] (D the side of `real` and `own`, S or
+    more): their Gaussian low-pass (DETAIL of the side: the shape, which follows the audio) plus the high-pass of real
+    images. On the lips (the outer-lip hulls of the `wanted` mouth points [B, M, 2] and of the template's `own_points`,
+    in D pixels, grown by LIPS_MARGIN) it is that of `real` (library mouths reshaped to `wanted`: their lips and
+    teeth); elsewhere that of `own` (the template frame's crop) where it shows what was drawn or lies beyond FAR_MARGIN
+    of both mouths (nothing there moves with speech), and `real`'s on the rest of both mouths' hulls (where the jaw
+    moved: no template chin edge drawn twice). The regions, smooth, are found at S; the detail is added at D."""
+    size, side = drawn.shape[1], real.shape[1]
     sigma = DETAIL * size
 
     def grown(region: np.ndarray, margin: float) -> np.ndarray:
-        side = 2 * round(margin * sigma) + 1
-        return cv2.dilate(region, cv2.getStructuringElement(cv2.MORPH_ELLIPSE, (side, side)))
+        width = 2 * round(margin * sigma) + 1
+        return cv2.dilate(region, cv2.getStructuringElement(cv2.MORPH_ELLIPSE, (width, width)))
 
     def feathered(region: np.ndarray) -> np.ndarray:
         return cv2.GaussianBlur(region.astype(np.float32), (0, 0), 2 * sigma)
 
-    out = np.empty_like(drawn)
+    def at(image: np.ndarray, n: int, interp: int = cv2.INTER_AREA) -> np.ndarray:
+        return image if image.shape[0] == n else cv2.resize(image, (n, n), interpolation=interp)
+
+    out = np.empty((len(drawn), side, side, 3), np.uint8)
     for i in range(len(drawn)):
         mouths, lips = np.zeros((2, size, size), np.uint8)
         for points in (wanted[i], own_points[i]):
-            cv2.fillConvexPoly(mouths, cv2.convexHull(np.round(points).astype(np.int32)), 1)
-            cv2.fillConvexPoly(lips, cv2.convexHull(np.round(points[MOUTH_OUTER]).astype(np.int32)), 1)
+            points = np.round(points * size / side).astype(np.int32)
+            cv2.fillConvexPoly(mouths, cv2.convexHull(points), 1)
+            cv2.fillConvexPoly(lips, cv2.convexHull(points[MOUTH_OUTER]), 1)
         lips = feathered(grown(lips, LIPS_MARGIN))
         d, r, o = (a[i].astype(np.float32) for a in (drawn, real, own))
-        small = cv2.resize(o - d, (size // 4, size // 4), interpolation=cv2.INTER_AREA)  # coarse: 1/4 size will do
-        differ = cv2.resize(np.abs(cv2.GaussianBlur(small, (0, 0), AGREE_SCALE * sigma / 4)).mean(-1), (size, size))
+        small = at(o, size // 4) - at(d, size // 4)  # coarse: 1/4 size will do
+        differ = at(np.abs(cv2.GaussianBlur(small, (0, 0), AGREE_SCALE * sigma / 4)).mean(-1), size, cv2.INTER_LINEAR)
         far = 1.0 - feathered(grown(mouths, FAR_MARGIN))
         fits = np.maximum(np.exp(-((differ / AGREE_LEVELS) ** 2)), far)  # where the template's detail fits
         keep = (1.0 - lips) * fits  # the template's detail
         take = lips + (1.0 - lips) * (1.0 - fits) * feathered(mouths)  # the library mouth's
-        mix = cv2.GaussianBlur(d, (0, 0), sigma)
-        for image, weight in ((r, take), (o, keep)):
-            mix += weight[..., None] * (image - cv2.GaussianBlur(image, (0, 0), sigma))
+        mix = at(cv2.GaussianBlur(d, (0, 0), sigma), side, cv2.INTER_LINEAR)
+        for image, weight in ((r, take), (o, keep)):  # the low-pass taken at S: nothing it keeps is finer
+            detail = image - at(cv2.GaussianBlur(at(image, size), (0, 0), sigma), side, cv2.INTER_LINEAR)
+            mix += at(weight, side, cv2.INTER_LINEAR)[..., None] * detail
         out[i] = np.clip(mix + 0.5, 0, 255).astype(np.uint8)
     return out

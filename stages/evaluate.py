@@ -35,7 +35,12 @@ def main() -> None:
     ap.add_argument("--truth", help="demo_truth.parquet of the synthetic speaker, used when the file exists")
     args = ap.parse_args()
     p = load_params(
-        "train.TRAIN_SPLIT", "render.blend", "render.mouth", "evaluate.shift_seconds", "evaluate.cross_seconds"
+        "train.TRAIN_SPLIT",
+        "render.blend",
+        "render.mouth",
+        "render.detail_scale",
+        "evaluate.shift_seconds",
+        "evaluate.cross_seconds",
     )
     check_choice("params.yaml render.blend", p.blend, BLENDS)
     check_choice("params.yaml render.mouth", p.mouth, MOUTHS)
@@ -66,6 +71,7 @@ def main() -> None:
         expert=expert,
         mouth=p.mouth,
         library=library,
+        detail_scale=p.detail_scale,
         max_frames=round(p.cross_seconds * crops.fps),
     )
     metrics.update(cross)
