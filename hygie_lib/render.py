@@ -174,16 +174,18 @@ class Painter:
         f = idx[face]  # template frames with a face
         crops = template.crops[f]  # [F, S, S, 3]
         space, landmarks, boxes = model.shapes.space, template.landmarks[f], template.boxes[f]
-        if self.mouth != "generate":  # the library's real mouths, given the wanted shape at the template's pose:
-            lib = picks[face]  # pasted (retrieve) or shown as the reference and giving the detail (blend)
+        if self.mouth == "generate":
+            ref = template.crops[self.refs[f]] if model.reference else None
+        elif len(f):  # the library's real mouths, given the wanted shape at the template's pose: pasted (retrieve)
+            lib = picks[face]  # or shown as the reference and giving the detail (blend)
             points = crop_points(space, wanted[face], landmarks, boxes, size)
             real = self.library.mouths(lib, points, size)
-            ref = real if size == template.size else _resized(real, template.size, cv2.INTER_AREA)
-        else:
-            ref = template.crops[self.refs[f]] if model.reference else None
+            ref = real  # the generator's reference: the same mouths at its crop size
+            if size != template.size:
+                ref = np.stack([cv2.resize(r, crops.shape[1:3], interpolation=cv2.INTER_AREA) for r in real])
         seconds["crops"] += _lap(t)
         t = time.perf_counter()
-        cond = None if self.mouth == "retrieve" else model.conditions(heard[face], landmarks, boxes)
+        cond = None if self.mouth == "retrieve" or not len(f) else model.conditions(heard[face], landmarks, boxes)
         seconds["cond"] += _lap(t)
         t = time.perf_counter()
         if len(f):
@@ -341,13 +343,6 @@ def check_template_video(video: str | os.PathLike) -> VideoInfo:
     if info.width % 2 or info.height % 2:
         raise HygieError(f"{video}: H.264 needs an even frame size, got {info.width}x{info.height}. Crop or scale it.")
     return info
-
-
-def _resized(images: np.ndarray, size: int, interp: int) -> np.ndarray:
-    """Images [B, S, S, C] resized to [B, size, size, C] (themselves when already that size)."""
-    if images.shape[1] == size:
-        return images
-    return np.stack([cv2.resize(image, (size, size), interpolation=interp) for image in images])
 
 
 def _lap(t0: float) -> float:

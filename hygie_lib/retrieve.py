@@ -97,10 +97,11 @@ class MouthLibrary:
     def mouths(self, picks: np.ndarray, points: np.ndarray, size: int | None = None) -> np.ndarray:
         """Crops [B, size, size, 3] (size: the library's crop side unless given) of the library mouths `picks` [B],
         reshaped so that their mouth points land on `points` [B, M, 2] (pixels of those crops)."""
-        scale = (size or self.size) / self.size  # the library's crop pixels -> the wanted crops' pixels
+        size = size or self.size
+        scale = size / self.size  # the library's crop pixels -> the wanted crops' pixels
         to_window = self.to_window[picks].copy()
         to_window[:, :, :2] /= scale
-        return reshape_mouths(self.windows[picks], self.points[picks] * scale, points, size or self.size, to_window)
+        return reshape_mouths(self.windows[picks], self.points[picks] * scale, points, size, to_window)
 
     def choose(self, shapes: np.ndarray) -> np.ndarray:
         """Library indices [n] for wanted shapes [n, K] (same units as `self.shapes`): the cheapest Viterbi path."""

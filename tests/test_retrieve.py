@@ -183,6 +183,17 @@ def test_real_mouths_are_composed_at_the_frames_resolution_not_the_models_crop_s
     assert errors[1.2] < 0.1 * errors[0] and energies[1.2] > 0.95 and energies[0] < 0.8
 
 
+@pytest.mark.parametrize("mouth", ["generate", "retrieve", "blend"])
+def test_a_batch_without_any_face_passes_through_in_every_mode(demo, mouth):
+    tpl, model = demo["template"], MouthModel(demo["model"], "torch")
+    tpl = replace(tpl, face=np.arange(len(tpl.crops)) >= 8)  # the first batch of 8 has no face
+    mel = audio_features(demo["audio"], model.data)
+    lib = clip_library(demo, np.arange(8, len(tpl.crops)))
+    out = list(render_frames(model, tpl, demo["template_video"], mel, batch=8, mouth=mouth, library=lib))
+    source = [f for _, f in zip(range(8), iter_frames(demo["template_video"], tpl.fps))]
+    assert len(out) == mel.n_frames and all(np.array_equal(o, s) for o, s in zip(out, source))
+
+
 def test_render_command_retrieves_from_the_given_library(demo, tmp_path, capsys):
     clip_library(demo).save(tmp_path / "library.npz")
     args = ["render", "--model", str(demo["model"]), "--template", str(demo["template_video"])]
