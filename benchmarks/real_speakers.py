@@ -12,7 +12,7 @@ the generator's best checkpoint at the first validation past each of --minutes o
 does for the demo speaker, e.g. --clips obama_20s --steps 5000 --eval-every 100 --minutes 5 10 20.
 Usage: python benchmarks/real_speakers.py [--clips obama_20s ...] [--steps 1000] [--eval-every N] [--size 160]
        [--cond shape] [--w-sync 0] [--w-gan 0] [--warp | --no-warp] [--ref-near 0.5]
-       [--mouths generate retrieve blend] [--blend poisson] [--detail-scale 1.2] [--reuse] [--minutes 5 10 20]
+       [--mouths generate retrieve blend] [--blend poisson] [--reuse] [--minutes 5 10 20]
        [--out /tmp/real_speakers]
 """
 
@@ -41,7 +41,6 @@ from hygie_lib.evaluate import cross_check  # noqa: E402
 from hygie_lib.inference import MouthModel  # noqa: E402
 from hygie_lib.landmarks import detect_video  # noqa: E402
 from hygie_lib.model import model_config  # noqa: E402
-from hygie_lib.render import DETAIL_SCALE  # noqa: E402
 from hygie_lib.retrieve import build_library  # noqa: E402
 from hygie_lib.split import heldout_gap, time_split  # noqa: E402
 from hygie_lib.syncnet import learn_sync  # noqa: E402
@@ -116,7 +115,6 @@ def run_clip(name: str, args: argparse.Namespace) -> dict:
             expert=expert,
             mouth=mouth,
             library=library,
-            detail_scale=args.detail_scale,
             progress=False,
         )
         cv2.imwrite(str(work / f"cross_check_{tag}.png"), sheet[..., ::-1])
@@ -176,7 +174,6 @@ def main() -> None:
         help="render.mouth modes to cross-check (the first goes in the table's main columns)",
     )
     ap.add_argument("--blend", default="poisson", choices=list(BLENDS), help="render.blend of the cross checks")
-    ap.add_argument("--detail-scale", type=float, default=DETAIL_SCALE, help="render.detail_scale of the cross checks")
     ap.add_argument("--reuse", action="store_true", help="keep a clip's trained best.pt in --out: cross checks only")
     ap.add_argument("--split", type=float, default=0.75, help="share of each clip that trains (the rest is held out)")
     ap.add_argument("--out", type=Path, default=Path("/tmp/real_speakers"))

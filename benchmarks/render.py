@@ -1,12 +1,13 @@
 """End-to-end render speed at 720p: the demo template upscaled to 1280x720, 30 s of audio, per-step breakdown.
 
 Each configuration runs in its own process, so its peak memory (max RSS) is its own. The template is prepared
-once (landmarks + crops, what the pipeline caches), as in production. Also tries INT8 (dynamic) quantization of
-the ONNX model: speed of the model step and how far its output moves from FP32.
-A configuration is backend:blend[:mouth[:detail_scale]]; retrieve and blend mouths come from a library of the
-template's own crops, composed at render.detail_scale (render.DETAIL_SCALE unless given).
+once (landmarks + crops, what the pipeline caches), as in production. Also compares the Poisson paste with OpenCV's
+seamlessClone (speed, difference), and tries INT8 (dynamic) quantization of the ONNX model: speed of the model step
+and how far its output moves from FP32.
+A configuration is backend:blend[:mouth]; retrieve and blend mouths come from a library of the template's own
+crops.
 Usage: python benchmarks/render.py [--model models/best.pt | --size 160 --warp] [--seconds 30]
-       [--configs onnx:poisson torch:poisson onnx:poisson:retrieve onnx:poisson:blend:0 ...]
+       [--configs onnx:poisson torch:poisson onnx:poisson:retrieve onnx:poisson:blend ...]
        (needs the demo template: `hygie demo-data`)
 """
 
@@ -30,11 +31,12 @@ sys.path.insert(0, str(ROOT))
 
 from hygie_lib.audio import load_audio, write_wav  # noqa: E402
 from hygie_lib.audio2shape import AudioToShape, ShapeModel  # noqa: E402
+from hygie_lib.blend import poisson  # noqa: E402
 from hygie_lib.checkpoint import DataInfo, load_checkpoint, save_checkpoint  # noqa: E402
-from hygie_lib.crops import Crops, mouth_mask  # noqa: E402
+from hygie_lib.crops import Crops, box_roi, crop, mouth_mask, uncrop  # noqa: E402
 from hygie_lib.inference import MouthModel, export_onnx  # noqa: E402
 from hygie_lib.model import HygieUNetLite, model_config  # noqa: E402
-from hygie_lib.render import DETAIL_SCALE, LOOP_JPEG, audio_features, prepare_template, render  # noqa: E402
+from hygie_lib.render import LOOP_JPEG, audio_features, prepare_template, render  # noqa: E402
 from hygie_lib.retrieve import MouthLibrary, build_library  # noqa: E402
 from hygie_lib.shape import ShapeSpace  # noqa: E402
 from hygie_lib.video import VideoWriter, iter_frames  # noqa: E402
@@ -104,7 +106,7 @@ def make_inputs(
     }
 
 
-def run_one(inputs: dict[str, str], backend: str, blend: str, mouth: str, detail_scale: float) -> dict:
+def run_one(inputs: dict[str, str], backend: str, blend: str, mouth: str) -> dict:
     """Render once in this process: frames/s, seconds per step and peak memory."""
     model = MouthModel(inputs["model"], backend)
     library = None if mouth == "generate" else MouthLibrary.load(inputs["library"])
@@ -124,7 +126,6 @@ def run_one(inputs: dict[str, str], backend: str, blend: str, mouth: str, detail
         blend=blend,
         mouth=mouth,
         library=library,
-        detail_scale=detail_scale,
         progress=False,
     )
     wall = time.perf_counter() - t + mel_s
@@ -144,6 +145,35 @@ def loop_cache_report(template: str, fps: float) -> None:
         jpeg = [len(cv2.imencode(".jpg", cv2.resize(f, size), LOOP_JPEG)[1]) for f in frames]
         mb_min, raw_mb_min = np.mean(jpeg) * fps * 60 / 1e6, size[0] * size[1] * 3 * fps * 60 / 1e6
         print(f"  {name}: {mb_min:.0f} MB per minute of template (raw frames would take {raw_mb_min:.0f} MB)")
+
+
+def poisson_report(inputs: dict[str, str], n: int = 20) -> None:
+    """Time and difference of blend.poisson against OpenCV's seamlessClone, pasting each of `n` template frames'
+    mouths into the frame 13 later (moved mouth, jaw and collar: a harder seam than a render's)."""
+    tpl = Crops.load(inputs["crops"])
+    frames = [f for _, f in zip(range(n + 13), iter_frames(inputs["template"], tpl.fps))]
+    times, diffs = {"poisson": [], "seamlessClone": []}, []
+    for t in range(n):
+        frame, box = frames[t + 13], tpl.boxes[t + 13]
+        roi = box_roi(box, *frame.shape[:2])
+        x0, y0, x1, y1 = roi
+        src = uncrop(crop(frames[t], tpl.boxes[t], 2 * tpl.size), box, roi)
+        hard = (uncrop(tpl.mask * 255, box, roi, cv2.INTER_LINEAR) > 127).astype(np.uint8) * 255
+        hard[[0, -1], :], hard[:, [0, -1]] = 0, 0
+        bx, by, bw, bh = cv2.boundingRect(hard)
+        t0 = time.perf_counter()
+        ours = poisson(frame, src, tpl.mask, box, roi)
+        t1 = time.perf_counter()
+        theirs = cv2.seamlessClone(src, frame, hard, (x0 + bx + bw // 2, y0 + by + bh // 2), cv2.NORMAL_CLONE)
+        times["poisson"].append(t1 - t0)
+        times["seamlessClone"].append(time.perf_counter() - t1)
+        diffs.append(np.abs(ours.astype(int) - theirs)[y0:y1, x0:x1])
+    d = np.concatenate([x.ravel() for x in diffs])
+    print(
+        f"  blend.poisson {np.median(times['poisson']) * 1e3:.1f} ms, OpenCV seamlessClone "
+        f"{np.median(times['seamlessClone']) * 1e3:.1f} ms per frame ({x1 - x0} px mouth); difference in the mouth "
+        f"box: mean {d.mean():.2f}, 99th percentile {np.percentile(d, 99):.0f}, max {d.max()} levels"
+    )
 
 
 def int8_report(inputs: dict[str, str]) -> None:
@@ -190,7 +220,7 @@ def main() -> None:
         "--configs",
         nargs="+",
         default=["onnx:poisson", "onnx:feather", "torch:poisson", "onnx:poisson:retrieve"],
-        help="backend:blend[:mouth[:detail_scale]]",
+        help="backend:blend[:mouth]",
     )
     ap.add_argument("--one", help=argparse.SUPPRESS)  # internal: run one config on prepared inputs (JSON)
     args = ap.parse_args()
@@ -208,9 +238,9 @@ def main() -> None:
         )
         for config in args.configs:
             backend, blend, *rest = config.split(":")
-            mouth, scale = rest[0] if rest else "generate", float(rest[1]) if len(rest) > 1 else DETAIL_SCALE
+            mouth = rest[0] if rest else "generate"
             r = subprocess.run(
-                [sys.executable, __file__, "--one", json.dumps([inputs, backend, blend, mouth, scale])],
+                [sys.executable, __file__, "--one", json.dumps([inputs, backend, blend, mouth])],
                 capture_output=True,
                 text=True,
                 check=True,
@@ -221,6 +251,8 @@ def main() -> None:
             print(f"{config:<24}{n / res['wall']:>9.1f}{steps}{res['peak_mb']:>9.0f}")
         print("\nReplay cache of a looping template (JPEG, render.LOOP_JPEG), in $TMPDIR during a render:")
         loop_cache_report(inputs["template"], 25.0)
+        print("\nPoisson pasting, this project's solve against OpenCV's:")
+        poisson_report(inputs)
         print("\nINT8 dynamic quantization of the ONNX model (32-frame batch):")
         int8_report(inputs)
 

@@ -118,7 +118,6 @@ def cmd_render(args: argparse.Namespace) -> int:
         batch=args.batch,
         mouth=args.mouth,
         library=library,
-        detail_scale=args.detail_scale,
     )
     print(f"{args.out}: {mel.n_frames} frames in {time.perf_counter() - t:.1f} s")
     return 0
@@ -255,7 +254,7 @@ def add_render_options(p: argparse.ArgumentParser) -> None:
     """The options `render` and `say` share: model, template, output and how the mouth is made and pasted."""
     from hygie_lib.blend import BLENDS
     from hygie_lib.inference import BACKENDS
-    from hygie_lib.render import DETAIL_SCALE, MOUTHS
+    from hygie_lib.render import MOUTHS
 
     p.add_argument("--model", required=True, help="checkpoint (models/best.pt) or ONNX export")
     p.add_argument("--template", required=True, help="video of the same person idling")
@@ -273,13 +272,6 @@ def add_render_options(p: argparse.ArgumentParser) -> None:
         "detail (blend: sharper, the pipeline's default; needs --library) (default: generate)",
     )
     p.add_argument("--library", help="real mouths for --mouth retrieve/blend (default: models/library.npz)")
-    p.add_argument(
-        "--detail-scale",
-        type=float,
-        default=DETAIL_SCALE,
-        help=f"retrieve/blend compose the mouth at this many pixels per pixel of the frame's mouth box, 0: at the "
-        f"model's crop size (faster, softer) (default: {DETAIL_SCALE})",
-    )
     p.add_argument("--blend", choices=list(BLENDS), default="poisson", help="paste-back (default: poisson)")
     p.add_argument("--backend", choices=list(BACKENDS), default="onnx", help="model runtime (default: onnx)")
     p.add_argument("--batch", type=positive(int), default=32, help="frames per model call (default: 32)")

@@ -81,9 +81,39 @@ def crop_matrix(box: np.ndarray, size: int) -> np.ndarray:
     return np.array([[s, 0.0, size / 2 - s * cx], [0.0, s, size / 2 - s * cy]])
 
 
+def _flags(m: np.ndarray, interp: int) -> int:
+    """warpAffine flags for the affine `m`: nearest where it is a whole-pixel shift (an exact copy, several times
+    faster than resampling), `interp` otherwise."""
+    shift = np.array_equal(m[:, :2], np.eye(2)) and np.array_equal(m[:, 2], np.round(m[:, 2]))
+    return cv2.INTER_NEAREST if shift else interp
+
+
 def crop(frame: np.ndarray, box: np.ndarray, size: int, interp: int = RESAMPLE) -> np.ndarray:
     """The box's square crop resized to [size, size, 3]; parts outside the frame repeat the border."""
-    return cv2.warpAffine(frame, crop_matrix(box, size), (size, size), flags=interp, borderMode=cv2.BORDER_REPLICATE)
+    m = crop_matrix(box, size)
+    return cv2.warpAffine(frame, m, (size, size), flags=_flags(m, interp), borderMode=cv2.BORDER_REPLICATE)
+
+
+def grid_boxes(boxes: np.ndarray, side: int) -> np.ndarray:
+    """Boxes [B, 3] of `side` frame pixels on the frame's pixel grid, each centred on its box of `boxes` [B, 3] to
+    the pixel: their crops of `side` pixels are the frame's own pixels, copied, not resampled."""
+    corners = np.floor(boxes[:, :2] - side / 2 + 0.5)
+    return np.concatenate([corners + side / 2, np.full((len(boxes), 1), float(side))], 1)
+
+
+def crop_to_crop(box: np.ndarray, size: int, to_box: np.ndarray, to_size: int) -> np.ndarray:
+    """2x3 affine matrix mapping the pixels of box's crop of side `size` to those of to_box's crop of `to_size`."""
+    a, b = np.eye(3), np.eye(3)
+    a[:2], b[:2] = crop_matrix(box, size), crop_matrix(to_box, to_size)
+    return (b @ np.linalg.inv(a))[:2]
+
+
+def recrop(
+    img: np.ndarray, box: np.ndarray, to_box: np.ndarray, size: int, interp: int = cv2.INTER_LINEAR
+) -> np.ndarray:
+    """A crop [S, S, ...] of `box` resampled into the crop of `to_box` of side `size`."""
+    m = crop_to_crop(box, img.shape[0], to_box, size)
+    return cv2.warpAffine(img, m, (size, size), flags=_flags(m, interp), borderMode=cv2.BORDER_REPLICATE)
 
 
 def box_roi(box: np.ndarray, height: int, width: int) -> tuple[int, int, int, int]:
@@ -100,7 +130,7 @@ def uncrop(img: np.ndarray, box: np.ndarray, roi: tuple[int, int, int, int], int
     m = crop_matrix(box, img.shape[0])
     m[:, 2] += m[:, :2] @ np.array([x0, y0])  # frame -> crop, for ROI pixel coordinates
     return cv2.warpAffine(
-        img, m, (x1 - x0, y1 - y0), flags=interp | cv2.WARP_INVERSE_MAP, borderMode=cv2.BORDER_REPLICATE
+        img, m, (x1 - x0, y1 - y0), flags=_flags(m, interp) | cv2.WARP_INVERSE_MAP, borderMode=cv2.BORDER_REPLICATE
     )
 
 

@@ -104,17 +104,15 @@ def check_video() -> str:
     return f"H.264 round trip, {len(back)} frames, PSNR {psnr:.1f} dB"
 
 
-def check_seamless_clone() -> str:
-    """Blend a patch into an image with OpenCV's Poisson seamlessClone."""
-    import cv2
+def check_poisson() -> str:
+    """Paste a bright mouth into a grey frame with the Poisson blend (OpenCV warps, SciPy sine transforms)."""
+    from hygie_lib.blend import paste_mouth
+    from hygie_lib.crops import mouth_mask
 
-    dst = np.full((100, 100, 3), 120, np.uint8)
-    src = np.full((100, 100, 3), 200, np.uint8)
-    mask = np.zeros((100, 100), np.uint8)
-    cv2.circle(mask, (50, 50), 20, 255, -1)
-    out = cv2.seamlessClone(src, dst, mask, (50, 50), cv2.NORMAL_CLONE)
-    if not np.array_equal(out[:5], dst[:5]):
-        raise RuntimeError("pixels far outside the mask changed")
+    frame = np.full((120, 120, 3), 120, np.uint8)
+    out = paste_mouth(frame, np.full((64, 64, 3), 200, np.uint8), np.array([60.0, 60.0, 80.0]), mouth_mask(64, 1.3))
+    if not np.array_equal(out[:5], frame[:5]):
+        raise RuntimeError("pixels outside the mouth box changed")
     return "Poisson blend OK"
 
 
@@ -124,7 +122,11 @@ CHECKS: list[tuple[str, Callable[[], str], str]] = [
     ("MediaPipe face", check_face, "pin `mediapipe==0.10.21` (newer wheels lack FaceMesh): " + INSTALL_FIX),
     ("audio decode", check_audio, "PyAV is missing its codecs: `pip install --force-reinstall av`"),
     ("video round trip", check_video, "PyAV is missing libx264: `pip install --force-reinstall av`"),
-    ("seamlessClone", check_seamless_clone, "reinstall OpenCV: `pip install --force-reinstall opencv-contrib-python`"),
+    (
+        "Poisson blend",
+        check_poisson,
+        "reinstall OpenCV and SciPy: `pip install --force-reinstall opencv-contrib-python scipy`",
+    ),
 ]
 
 

@@ -39,7 +39,7 @@ from hygie_lib.metrics import (
     sync,
     teeth_fraction,
 )
-from hygie_lib.render import DETAIL_SCALE, LOOP_JPEG, render
+from hygie_lib.render import LOOP_JPEG, render
 from hygie_lib.retrieve import MouthLibrary
 from hygie_lib.split import Split, heldout_gap, pick_references, reference_gap, time_split
 from hygie_lib.syncnet import SyncExpert, clip_starts, image_mouths, judge_frames, judge_video
@@ -194,7 +194,6 @@ def cross_check(
     expert: SyncExpert | None = None,
     mouth: str = "generate",
     library: MouthLibrary | None = None,
-    detail_scale: float = DETAIL_SCALE,
     max_frames: int = 500,
     progress: bool = True,
 ) -> tuple[dict, pd.DataFrame, np.ndarray]:
@@ -253,7 +252,6 @@ def cross_check(
                 blend=blend,
                 mouth=mouth,
                 library=library,
-                detail_scale=detail_scale,
                 progress=progress,
             )
             gen_lm = detect_video(rendered, crops.fps, progress=False)[: len(block)]

@@ -23,7 +23,7 @@ from tqdm import tqdm
 from hygie_lib.audio import Mel, iter_audio, load_audio
 from hygie_lib.blend import BLENDS, paste_mouth
 from hygie_lib.checkpoint import DataInfo
-from hygie_lib.crops import Crops, crop, mouth_mask
+from hygie_lib.crops import Crops, crop, crop_to_crop, grid_boxes, recrop
 from hygie_lib.inference import MouthModel
 from hygie_lib.io import HygieError, atomic_path, check_choice
 from hygie_lib.retrieve import MouthLibrary, real_detail
@@ -36,9 +36,6 @@ SILENCE = 1e-4  # peak amplitude below which an audio file counts as silent
 # H.264 at crf 18 anyway), about a tenth of the raw size
 LOOP_JPEG = [cv2.IMWRITE_JPEG_QUALITY, 95, cv2.IMWRITE_JPEG_SAMPLING_FACTOR, cv2.IMWRITE_JPEG_SAMPLING_FACTOR_444]
 MOUTHS = ("generate", "retrieve", "blend")  # render.mouth: draw the mouth, paste a real one, or draw it from a real one
-# render.detail_scale: retrieve and blend compose their mouths at this many crop pixels per pixel of the frame's mouth
-# box, not at the model's crop size, so the real mouths' fine detail is not lost to resampling (README, "Sharp mouths")
-DETAIL_SCALE = 1.2
 METADATA = {"comment": "Synthetic lip-sync made by HygieSync: the mouth region is generated from the audio."}
 
 
@@ -101,13 +98,11 @@ def check_audio(path: str | os.PathLike, sr: int = 16000) -> None:
 Images = Iterator[tuple[int, np.ndarray, tuple[int, int]]]  # (template frame, its image, the image's origin)
 
 
-def detail_size(template: Crops, scale: float) -> int:
-    """Side of the crops retrieve and blend compose their mouths at: `scale` times the template's largest mouth box
-    side, rounded up to a multiple of 4, and never below the model's crop side (all of it when `scale` is 0)."""
-    if scale < 0:
-        raise HygieError(f"render.detail_scale must be 0 (the model's crop size) or more, got {scale}.")
+def detail_size(template: Crops) -> int:
+    """Side, in frame pixels, of the squares of the frame's pixel grid that retrieve and blend compose their mouths
+    in (`grid_boxes`): the template's largest mouth box and a pixel of margin on each side."""
     sides = template.boxes[template.face, 2]
-    return max(template.size, int(np.ceil(scale * sides.max() / 4)) * 4 if len(sides) else 0)
+    return int(np.ceil(sides.max())) + 2 if len(sides) else template.size
 
 
 class Painter:
@@ -118,7 +113,8 @@ class Painter:
     of it) and where that image's top-left corner lies in the frame. `mouth` (MOUTHS): "generate" draws the mouth
     with the model; "retrieve" pastes the real mouth of the `library` that `paint` is given for each frame; "blend"
     has the model draw it, shown that real mouth as its reference, and keeps the real mouth's fine detail
-    (`real_detail`); both compose the mouth at `detail_size` (`detail_scale`), in pixels as fine as the frame's.
+    (`real_detail`); both compose the mouth in a square of the frame's own pixel grid (`detail_size`), so neither
+    the real mouth nor the frame around it is resampled through the model's crop size.
     Frames without a face pass through untouched.
     Seconds spent per step are added to `seconds`; `name` is the template's, for messages.
     """
@@ -133,7 +129,6 @@ class Painter:
         blend: str = "poisson",
         mouth: str = "generate",
         library: MouthLibrary | None = None,
-        detail_scale: float = DETAIL_SCALE,
         seconds: dict[str, float] | None = None,
     ) -> None:
         model.check_crops(template, name)
@@ -147,8 +142,7 @@ class Painter:
             raise HygieError(f"render.mouth {mouth}: retrieve and blend need a mouth library, models/library.npz.")
         self.model, self.template, self.blend, self.mouth, self.library = model, template, blend, mouth, library
         self.images, self.refs = images, reference_indices(template.face)
-        self.size = template.size if mouth == "generate" else detail_size(template, detail_scale)  # pasted crops' side
-        self.mask = model.mask if self.size == template.size else mouth_mask(self.size, template.pad)
+        self.size = template.size if mouth == "generate" else detail_size(template)  # pasted crops' side
         self.k = 0  # the next output frame
         self.seconds = defaultdict(float) if seconds is None else seconds
 
@@ -175,14 +169,17 @@ class Painter:
         crops = template.crops[f]  # [F, S, S, 3]
         space, landmarks, boxes = model.shapes.space, template.landmarks[f], template.boxes[f]
         if self.mouth == "generate":
-            ref = template.crops[self.refs[f]] if model.reference else None
-        elif len(f):  # the library's real mouths, given the wanted shape at the template's pose: pasted (retrieve)
-            lib = picks[face]  # or shown as the reference and giving the detail (blend)
-            points = crop_points(space, wanted[face], landmarks, boxes, size)
-            real = self.library.mouths(lib, points, size)
-            ref = real  # the generator's reference: the same mouths at its crop size
-            if size != template.size:
-                ref = np.stack([cv2.resize(r, crops.shape[1:3], interpolation=cv2.INTER_AREA) for r in real])
+            ref, paste_boxes = (template.crops[self.refs[f]] if model.reference else None), boxes
+        elif len(f):  # the library's real mouths, given the wanted shape at the template's pose, on the frame's
+            lib, want = picks[face], wanted[face]  # pixel grid: pasted (retrieve), or giving the detail (blend)
+            paste_boxes = grid_boxes(boxes, size)
+            to_crop = np.stack([crop_to_crop(to, size, box, size) for to, box in zip(paste_boxes, boxes)])
+            real = self.library.mouths(lib, crop_points(space, want, landmarks, boxes, size), size, to_crop)
+            points = crop_points(space, want, landmarks, paste_boxes, size)  # the wanted mouths in `real`
+            if self.mouth == "blend":  # the generator's reference: the same mouths in its own crops
+                s = template.size
+                small = [cv2.resize(r, (s, s), interpolation=cv2.INTER_AREA) for r in real]
+                ref = np.stack([recrop(r, to, box, s) for r, to, box in zip(small, paste_boxes, boxes)])
         seconds["crops"] += _lap(t)
         t = time.perf_counter()
         cond = None if self.mouth == "retrieve" or not len(f) else model.conditions(heard[face], landmarks, boxes)
@@ -192,19 +189,23 @@ class Painter:
             mouths = real if self.mouth == "retrieve" else model.generate(crops, ref, cond)
         seconds["model"] += _lap(t)
         t = time.perf_counter()
+        if self.mouth == "generate":
+            masks = [model.mask] * len(f)
+        elif len(f):  # the training mask, moved onto the pixel grid
+            masks = [recrop(model.mask, box, to, size) for box, to in zip(boxes, paste_boxes)]
         if self.mouth == "blend" and len(f):
-            own = crop_points(space, space.coefficients(landmarks), landmarks, boxes, size)
-            frames = [
-                crop(image, template.boxes[i] - [x0, y0, 0], size) for i, image, (x0, y0) in chunk if template.face[i]
-            ]
-            mouths = real_detail(mouths, real, np.stack(frames), points, own)
+            own = crop_points(space, space.coefficients(landmarks), landmarks, paste_boxes, size)
+            drawn = np.stack([recrop(m, box, to, len(m)) for m, box, to in zip(mouths, boxes, paste_boxes)])
+            faced = [(image, (x0, y0, 0)) for i, image, (x0, y0) in chunk if template.face[i]]
+            frames = np.stack([crop(image, to - origin, size) for (image, origin), to in zip(faced, paste_boxes)])
+            mouths = real_detail(drawn, real, frames, points, own)
         seconds["detail"] += _lap(t)
         out = []
         for j, (i, image, (x0, y0)) in zip(np.cumsum(face) - 1, chunk):
             t = time.perf_counter()
             if template.face[i]:
-                box = template.boxes[i] - np.array([x0, y0, 0.0])  # in the image's own coordinates
-                image = paste_mouth(image, mouths[j], box, self.mask, mode=self.blend)
+                box = paste_boxes[j] - np.array([x0, y0, 0.0])  # in the image's own coordinates
+                image = paste_mouth(image, mouths[j], box, masks[j], mode=self.blend)
             seconds["blend"] += _lap(t)
             out.append((i, image, (x0, y0)))
         return out
@@ -225,12 +226,10 @@ def render_frames(
     batch: int = 32,
     mouth: str = "generate",
     library: MouthLibrary | None = None,
-    detail_scale: float = DETAIL_SCALE,
     seconds: dict[str, float] | None = None,
 ) -> Iterator[np.ndarray]:
     """Output RGB frames, one per video frame of `mel`: template frames with the mouth drawn from the audio (a
-    `Painter` fed what the model hears of the whole audio; see there for `mouth`, `library`, `detail_scale`,
-    `seconds`)."""
+    `Painter` fed what the model hears of the whole audio; see there for `mouth`, `library`, `seconds`)."""
     images = video_images(template_video, template.fps, len(template.crops), mel.n_frames)
     painter = Painter(
         model,
@@ -240,7 +239,6 @@ def render_frames(
         blend=blend,
         mouth=mouth,
         library=library,
-        detail_scale=detail_scale,
         seconds=seconds,
     )
     t = time.perf_counter()
@@ -278,7 +276,6 @@ def render(
     batch: int = 32,
     mouth: str = "generate",
     library: MouthLibrary | None = None,
-    detail_scale: float = DETAIL_SCALE,
     preset: str = "superfast",
     progress: bool = True,
 ) -> dict[str, float]:
@@ -300,7 +297,6 @@ def render(
         batch=batch,
         mouth=mouth,
         library=library,
-        detail_scale=detail_scale,
         seconds=seconds,
     )
     sound = iter_audio(audio, AUDIO_SR)

@@ -94,14 +94,17 @@ class MouthLibrary:
         """Side of the crops it gives."""
         return self.mask.shape[0]
 
-    def mouths(self, picks: np.ndarray, points: np.ndarray, size: int | None = None) -> np.ndarray:
+    def mouths(
+        self, picks: np.ndarray, points: np.ndarray, size: int | None = None, to_crop: np.ndarray | None = None
+    ) -> np.ndarray:
         """Crops [B, size, size, 3] (size: the library's crop side unless given) of the library mouths `picks` [B],
-        reshaped so that their mouth points land on `points` [B, M, 2] (pixels of those crops)."""
+        reshaped so that their mouth points land on `points` [B, M, 2] (pixels of those crops); with `to_crop`
+        [B, 2, 3], images [B, size, size, 3] whose pixels it maps into those crops'."""
         size = size or self.size
         scale = size / self.size  # the library's crop pixels -> the wanted crops' pixels
         to_window = self.to_window[picks].copy()
         to_window[:, :, :2] /= scale
-        return reshape_mouths(self.windows[picks], self.points[picks] * scale, points, size, to_window)
+        return reshape_mouths(self.windows[picks], self.points[picks] * scale, points, size, to_window, to_crop)
 
     def choose(self, shapes: np.ndarray) -> np.ndarray:
         """Library indices [n] for wanted shapes [n, K] (same units as `self.shapes`): the cheapest Viterbi path."""
@@ -164,13 +167,14 @@ def build_library(
 def real_detail(
     drawn: np.ndarray, real: np.ndarray, own: np.ndarray, wanted: np.ndarray, own_points: np.ndarray
 ) -> np.ndarray:
-    """Drawn mouths [B, S, S, 3] uint8 with real fine detail, as [B, D, D, 3] (D the side of `real` and `own`, S or
-    more): their Gaussian low-pass (DETAIL of the side: the shape, which follows the audio) plus the high-pass of real
-    images. On the lips (the outer-lip hulls of the `wanted` mouth points [B, M, 2] and of the template's `own_points`,
-    in D pixels, grown by LIPS_MARGIN) it is that of `real` (library mouths reshaped to `wanted`: their lips and
-    teeth); elsewhere that of `own` (the template frame's crop) where it shows what was drawn or lies beyond FAR_MARGIN
-    of both mouths (nothing there moves with speech), and `real`'s on the rest of both mouths' hulls (where the jaw
-    moved: no template chin edge drawn twice). The regions, smooth, are found at S; the detail is added at D."""
+    """Drawn mouths [B, S, S, 3] uint8 with real fine detail, as [B, D, D, 3] (D the side of `real` and `own`; all
+    three show the same square): their Gaussian low-pass (DETAIL of the side: the shape, which follows the audio) plus
+    the high-pass of real images. On the lips (the outer-lip hulls of the `wanted` mouth points [B, M, 2] and of the
+    template's `own_points`, in D pixels, grown by LIPS_MARGIN) it is that of `real` (library mouths reshaped to
+    `wanted`: their lips and teeth); elsewhere that of `own` (the template frame's own pixels) where it shows what was
+    drawn or lies beyond FAR_MARGIN of both mouths (nothing there moves with speech), and `real`'s on the rest of both
+    mouths' hulls (where the jaw moved: no template chin edge drawn twice). The regions, smooth, are found at S; the
+    detail is added at D."""
     size, side = drawn.shape[1], real.shape[1]
     sigma = DETAIL * size
 

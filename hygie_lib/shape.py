@@ -135,13 +135,19 @@ def sketches(
 
 
 def reshape_mouths(
-    images: np.ndarray, src: np.ndarray, dst: np.ndarray, size: int | None = None, to_image: np.ndarray | None = None
+    images: np.ndarray,
+    src: np.ndarray,
+    dst: np.ndarray,
+    size: int | None = None,
+    to_image: np.ndarray | None = None,
+    to_crop: np.ndarray | None = None,
 ) -> np.ndarray:
     """Real mouths given other shapes: crops [B, size, size, 3] whose mouth points `src` [B, M, 2] (crop pixels) land
     on `dst`, by a thin-plate spline that holds the crop's border still. Nothing is drawn: every output pixel is a
     pixel of `images` [B, H, W, 3], moved (Lanczos). `images` are the crops themselves, or the recorded frames'
     pixels around them, which `to_image` [B, 2, 3] maps crop pixels into: then each pixel is resampled once, not
-    twice, and the lips keep their finest detail (README, "Sharp mouths")."""
+    twice, and the lips keep their finest detail (README, "Sharp mouths"). `to_crop` [B, 2, 3] maps the output's
+    pixels into the crops' when they differ (the frame's pixel grid, around a crop slightly off it)."""
     b, size = len(images), size or images.shape[1]
     edge = np.linspace(0.0, size - 1.0, RESHAPE_BORDER)
     still = np.concatenate(
@@ -162,7 +168,12 @@ def reshape_mouths(
     fine = np.stack(np.meshgrid(np.arange(size, dtype=np.float32), np.arange(size, dtype=np.float32)), -1)
     out = np.empty((b, size, size, images.shape[-1]), images.dtype)
     for i, d in enumerate(disp.reshape(b, RESHAPE_GRID, RESHAPE_GRID, 2).astype(np.float32)):
-        fetch = fine + cv2.resize(d, (size, size))  # [S, S, 2] in crop pixels
+        at_crop = (
+            fine
+            if to_crop is None
+            else fine @ to_crop[i, :, :2].T.astype(np.float32) + to_crop[i, :, 2].astype(np.float32)
+        )
+        fetch = at_crop + cv2.resize(d, (size, size))  # [S, S, 2] in crop pixels (the field is smooth: taken as is)
         if to_image is not None:
             fetch = fetch @ to_image[i, :, :2].T.astype(np.float32) + to_image[i, :, 2].astype(np.float32)
         out[i] = cv2.remap(images[i], fetch[..., 0], fetch[..., 1], cv2.INTER_LANCZOS4, borderMode=cv2.BORDER_REPLICATE)

@@ -38,7 +38,6 @@ def main() -> None:
         "train.TRAIN_SPLIT",
         "render.blend",
         "render.mouth",
-        "render.detail_scale",
         "evaluate.shift_seconds",
         "evaluate.cross_seconds",
     )
@@ -71,7 +70,6 @@ def main() -> None:
         expert=expert,
         mouth=p.mouth,
         library=library,
-        detail_scale=p.detail_scale,
         max_frames=round(p.cross_seconds * crops.fps),
     )
     metrics.update(cross)

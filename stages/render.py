@@ -42,7 +42,6 @@ def main() -> None:
         batch=p.batch,
         mouth=p.mouth,
         library=library,
-        detail_scale=p.detail_scale,
     )
     print(f"{args.out}: written; seconds per step " + ", ".join(f"{k} {v:.1f}" for k, v in seconds.items()))
 

@@ -1,8 +1,9 @@
+import cv2
 import numpy as np
 import pytest
 
 from hygie_lib.blend import paste_mouth
-from hygie_lib.crops import crop, mouth_mask
+from hygie_lib.crops import box_roi, crop, mouth_mask, uncrop
 
 
 @pytest.fixture
@@ -42,6 +43,31 @@ def test_box_partly_outside_the_frame(scene, mode):
     box = np.array([300.0, 230.0, 90.0])
     out = paste_mouth(frame, np.zeros((96, 96, 3), np.uint8), box, mouth_mask(96, 1.3), mode=mode)
     assert out.shape == frame.shape and np.array_equal(out[:100], frame[:100])
+
+
+def test_poisson_takes_the_colours_from_the_frame(scene):
+    frame, box = scene
+    brighter = np.clip(crop(frame, box, 96).astype(int) + 30, 0, 255).astype(np.uint8)  # same gradients, other colour
+    out = paste_mouth(frame, brighter, box, mouth_mask(96, 1.3))
+    assert np.abs(out.astype(int) - frame).mean() < 0.05
+
+
+def test_poisson_agrees_with_opencvs_seamless_clone(scene):
+    frame, box = scene
+    mouth = crop(frame, box, 96)
+    mouth[40:70, 25:70] = 20
+    mask = mouth_mask(96, 1.3)
+    out = paste_mouth(frame, mouth, box, mask)
+    roi = box_roi(box, *frame.shape[:2])
+    x0, y0, x1, y1 = roi
+    hard = (uncrop(mask * 255, box, roi, cv2.INTER_LINEAR) > 127).astype(np.uint8) * 255
+    hard[[0, -1], :], hard[:, [0, -1]] = 0, 0
+    bx, by, bw, bh = cv2.boundingRect(hard)
+    ref = cv2.seamlessClone(
+        uncrop(mouth, box, roi), frame, hard, (x0 + bx + bw // 2, y0 + by + bh // 2), cv2.NORMAL_CLONE
+    )
+    diff = np.abs(out.astype(int) - ref)[y0:y1, x0:x1]
+    assert diff.mean() < 0.6 and diff.max() <= 3
 
 
 def test_unknown_mode():

@@ -2,7 +2,17 @@ import numpy as np
 import pytest
 from conftest import write_video
 
-from hygie_lib.crops import Crops, build_crops, crop, crop_matrix, mouth_boxes, mouth_mask, smooth_boxes
+from hygie_lib.crops import (
+    Crops,
+    build_crops,
+    crop,
+    crop_matrix,
+    grid_boxes,
+    mouth_boxes,
+    mouth_mask,
+    recrop,
+    smooth_boxes,
+)
 from hygie_lib.io import HygieError
 from hygie_lib.landmarks import JAW, LEFT_EYE, LIPS, RIGHT_EYE
 
@@ -116,3 +126,25 @@ def test_crops_file_records_how_and_from_what_it_was_made(tmp_path, face_image, 
     (tmp_path / "junk.npz").write_bytes(b"junk")
     with pytest.raises(HygieError, match=r"junk\.npz: not a crops file made by build_crops"):
         Crops.load(tmp_path / "junk.npz")
+
+
+def test_grid_box_crops_are_the_frames_own_pixels_and_hold_the_box():
+    frame = np.random.default_rng(0).integers(0, 256, (120, 160, 3), dtype=np.uint8)
+    boxes = np.array([[70.3, 50.8, 41.7], [20.0, 30.5, 40.2]])
+    grid = grid_boxes(boxes, 44)
+    for box, g in zip(boxes, grid):
+        x0, y0 = int(g[0] - 22), int(g[1] - 22)
+        assert g[0] - 22 == x0 and g[2] == 44  # on the pixel grid
+        assert x0 <= box[0] - box[2] / 2 and box[0] + box[2] / 2 <= x0 + 44  # holds the box
+        expected = np.pad(frame, ((44, 44), (44, 44), (0, 0)), mode="edge")[y0 + 44 : y0 + 88, x0 + 44 : x0 + 88]
+        np.testing.assert_array_equal(crop(frame, g, 44), expected)  # copied, border repeated, not resampled
+
+
+def test_recrop_moves_a_crop_into_another_box():
+    yy, xx = np.mgrid[0:200, 0:200].astype(np.float32)
+    frame = np.stack([100 + 50 * np.sin(xx / 9), 100 + 50 * np.cos(yy / 11), 0.5 * xx], -1).astype(np.uint8)
+    box, to = np.array([100.0, 100.0, 60.0]), np.array([103.4, 98.2, 66.0])
+    moved = recrop(crop(frame, box, 120), box, to, 60)
+    inner = (slice(8, -8), slice(8, -8))  # away from where `box` ends inside `to`
+    assert np.abs(moved.astype(int) - crop(frame, to, 60))[inner].mean() < 1.5
+    assert np.abs(crop(frame, box, 60).astype(int) - crop(frame, to, 60))[inner].mean() > 5  # the boxes differ
