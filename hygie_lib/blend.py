@@ -36,16 +36,17 @@ def _laplacian_eigenvalues(ny: int, nx: int) -> np.ndarray:
 
 def _fast_side(side: int, room: int) -> int:
     """A solve side of at least `side` whose sine transform is fast (side + 1 a product of small primes), if it
-    fits in `room`; otherwise `side`."""
+    fits in `room`; otherwise as much of `side` as fits."""
     fast = scipy.fft.next_fast_len(side + 1) - 1
-    return fast if fast <= room else side
+    return fast if fast <= room else min(side, room)
 
 
 def poisson(
     frame: np.ndarray, src: np.ndarray, mask: np.ndarray, box: np.ndarray, roi: tuple[int, int, int, int]
 ) -> np.ndarray:
     """Poisson blending (Perez et al. 2003): the mouth's own gradients inside the mask, the frame's elsewhere, solved
-    exactly on a rectangle around the mask with sine transforms (what OpenCV's seamlessClone does, 2.5x faster)."""
+    exactly on a rectangle around the mask with sine transforms (what OpenCV's seamlessClone does, about 3x faster:
+    benchmarks/render.py)."""
     x0, y0, x1, y1 = roi
     hard = uncrop(mask, box, roi, cv2.INTER_LINEAR) > 0.5
     hard[[0, -1], :] = False  # the solve needs a border of frame pixels around the mask

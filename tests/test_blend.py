@@ -70,6 +70,13 @@ def test_poisson_agrees_with_opencvs_seamless_clone(scene):
     assert diff.mean() < 0.6 and diff.max() <= 3
 
 
+def test_poisson_fills_a_frame_no_taller_than_the_mask():
+    frame = np.full((40, 200, 3), 120, np.uint8)  # the mask, cut by the frame at the top and the bottom
+    box, mask = np.array([100.0, 20.0, 90.0]), mouth_mask(96, 1.3)
+    out = paste_mouth(frame, np.full((96, 96, 3), 200, np.uint8), box, mask)
+    assert out.shape == frame.shape and np.array_equal(out[:, :50], frame[:, :50])
+
+
 def test_unknown_mode():
     with pytest.raises(ValueError, match="blend mode"):
         paste_mouth(
