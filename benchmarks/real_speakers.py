@@ -12,8 +12,7 @@ the generator's best checkpoint at the first validation past each of --minutes o
 does for the demo speaker, e.g. --clips obama_20s --steps 5000 --eval-every 100 --minutes 5 10 20.
 Usage: python benchmarks/real_speakers.py [--clips obama_20s ...] [--steps 1000] [--eval-every N] [--size 160]
        [--cond shape] [--w-sync 0] [--w-gan 0] [--warp | --no-warp] [--ref-near 0.5]
-       [--mouths generate retrieve blend] [--blend poisson] [--reuse] [--minutes 5 10 20]
-       [--out /tmp/real_speakers]
+       [--mouths generate retrieve blend] [--blend poisson] [--reuse] [--minutes 5 10 20] [--out /tmp/real_speakers]
 """
 
 from __future__ import annotations

@@ -4,11 +4,9 @@ Each configuration runs in its own process, so its peak memory (max RSS) is its 
 once (landmarks + crops, what the pipeline caches), as in production. Also compares the Poisson paste with OpenCV's
 seamlessClone (speed, difference), and tries INT8 (dynamic) quantization of the ONNX model: speed of the model step
 and how far its output moves from FP32.
-A configuration is backend:blend[:mouth]; retrieve and blend mouths come from a library of the template's own
-crops.
+A configuration is backend:blend[:mouth]; retrieve and blend mouths come from a library of the template's own crops.
 Usage: python benchmarks/render.py [--model models/best.pt | --size 160 --warp] [--seconds 30]
-       [--configs onnx:poisson torch:poisson onnx:poisson:retrieve onnx:poisson:blend ...]
-       (needs the demo template: `hygie demo-data`)
+       [--configs onnx:poisson torch:poisson onnx:poisson:retrieve ...]   (needs the demo template: `hygie demo-data`)
 """
 
 from __future__ import annotations
@@ -225,7 +223,8 @@ def main() -> None:
     ap.add_argument("--one", help=argparse.SUPPRESS)  # internal: run one config on prepared inputs (JSON)
     args = ap.parse_args()
     if args.one:
-        print(json.dumps(run_one(*json.loads(args.one))))
+        inputs, backend, blend, mouth = json.loads(args.one)
+        print(json.dumps(run_one(inputs, backend, blend, mouth)))
         return
     if not (ROOT / "data" / "raw" / "template_idle.mp4").is_file():
         sys.exit("data/raw/template_idle.mp4: not found. Run `hygie demo-data` first.")
@@ -237,8 +236,7 @@ def main() -> None:
             + f"{'peak MB':>9}   (steps in ms/frame)"
         )
         for config in args.configs:
-            backend, blend, *rest = config.split(":")
-            mouth = rest[0] if rest else "generate"
+            backend, blend, mouth = (config + ":generate").split(":")[:3]
             r = subprocess.run(
                 [sys.executable, __file__, "--one", json.dumps([inputs, backend, blend, mouth])],
                 capture_output=True,

@@ -232,14 +232,7 @@ def render_frames(
     `Painter` fed what the model hears of the whole audio; see there for `mouth`, `library`, `seconds`)."""
     images = video_images(template_video, template.fps, len(template.crops), mel.n_frames)
     painter = Painter(
-        model,
-        template,
-        images,
-        name=template_video,
-        blend=blend,
-        mouth=mouth,
-        library=library,
-        seconds=seconds,
+        model, template, images, name=template_video, blend=blend, mouth=mouth, library=library, seconds=seconds
     )
     t = time.perf_counter()
     # the whole audio at once: a shape model smooths its mouth shapes over time; retrieve draws nothing
@@ -289,15 +282,7 @@ def render(
     info = check_template_video(template_video)
     seconds: dict[str, float] = defaultdict(float)
     frames = render_frames(
-        model,
-        template,
-        template_video,
-        mel,
-        blend=blend,
-        batch=batch,
-        mouth=mouth,
-        library=library,
-        seconds=seconds,
+        model, template, template_video, mel, blend=blend, batch=batch, mouth=mouth, library=library, seconds=seconds
     )
     sound = iter_audio(audio, AUDIO_SR)
     with atomic_path(out) as tmp:

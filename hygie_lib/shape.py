@@ -166,13 +166,10 @@ def reshape_mouths(
     coarse = np.broadcast_to(np.stack(np.meshgrid(at, at), -1).reshape(-1, 2), (b, RESHAPE_GRID**2, 2))
     disp = _tps_kernel(coarse, ctrl) @ w[:, :n] + np.concatenate([np.ones((b, len(at) ** 2, 1)), coarse], 2) @ w[:, n:]
     fine = np.stack(np.meshgrid(np.arange(size, dtype=np.float32), np.arange(size, dtype=np.float32)), -1)
+    to_crop = None if to_crop is None else to_crop.astype(np.float32)
     out = np.empty((b, size, size, images.shape[-1]), images.dtype)
     for i, d in enumerate(disp.reshape(b, RESHAPE_GRID, RESHAPE_GRID, 2).astype(np.float32)):
-        at_crop = (
-            fine
-            if to_crop is None
-            else fine @ to_crop[i, :, :2].T.astype(np.float32) + to_crop[i, :, 2].astype(np.float32)
-        )
+        at_crop = fine if to_crop is None else fine @ to_crop[i, :, :2].T + to_crop[i, :, 2]
         fetch = at_crop + cv2.resize(d, (size, size))  # [S, S, 2] in crop pixels (the field is smooth: taken as is)
         if to_image is not None:
             fetch = fetch @ to_image[i, :, :2].T.astype(np.float32) + to_image[i, :, 2].astype(np.float32)

@@ -35,11 +35,7 @@ def main() -> None:
     ap.add_argument("--truth", help="demo_truth.parquet of the synthetic speaker, used when the file exists")
     args = ap.parse_args()
     p = load_params(
-        "train.TRAIN_SPLIT",
-        "render.blend",
-        "render.mouth",
-        "evaluate.shift_seconds",
-        "evaluate.cross_seconds",
+        "train.TRAIN_SPLIT", "render.blend", "render.mouth", "evaluate.shift_seconds", "evaluate.cross_seconds"
     )
     check_choice("params.yaml render.blend", p.blend, BLENDS)
     check_choice("params.yaml render.mouth", p.mouth, MOUTHS)
