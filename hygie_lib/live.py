@@ -44,7 +44,7 @@ class TemplateFrames:
         """Decode `video` (prepared as `crops`) once."""
         jpegs, regions, origins = [], [], np.zeros((len(crops.crops), 2), np.int64)
         for i, frame in zip(range(len(crops.crops)), iter_frames(video, crops.fps)):
-            bgr = np.ascontiguousarray(frame[..., ::-1])
+            bgr = cv2.cvtColor(frame, cv2.COLOR_RGB2BGR)
             jpegs.append(cv2.imencode(".jpg", bgr, [cv2.IMWRITE_JPEG_QUALITY, quality])[1].tobytes())
             if not crops.face[i]:
                 regions.append(None)

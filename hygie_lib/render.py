@@ -8,16 +8,18 @@ LOOP_JPEG, about a tenth of the raw size) so no frame is decoded twice and no ju
 
 from __future__ import annotations
 
+import itertools
 import os
 import tempfile
 import time
-from collections import defaultdict
+from collections import defaultdict, deque
 from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
 from queue import Queue
 
 import cv2
 import numpy as np
+from threadpoolctl import ThreadpoolController
 from tqdm import tqdm
 
 from hygie_lib.audio import Mel, iter_audio, load_audio
@@ -35,6 +37,7 @@ SILENCE = 1e-4  # peak amplitude below which an audio file counts as silent
 # template frames cached for replay: JPEG at quality 95 without chroma subsampling (PSNR ~47 dB; the output is
 # H.264 at crf 18 anyway), about a tenth of the raw size
 LOOP_JPEG = [cv2.IMWRITE_JPEG_QUALITY, 95, cv2.IMWRITE_JPEG_SAMPLING_FACTOR, cv2.IMWRITE_JPEG_SAMPLING_FACTOR_444]
+READ_AHEAD = 8  # cached template frames decoded ahead of need when replaying
 MOUTHS = ("generate", "retrieve", "blend")  # render.mouth: draw the mouth, paste a real one, or draw it from a real one
 METADATA = {"comment": "Synthetic lip-sync made by HygieSync: the mouth region is generated from the audio."}
 
@@ -52,25 +55,39 @@ def pingpong_frames(
 ) -> Iterator[tuple[int, np.ndarray]]:
     """(template index, RGB frame) for output frames 0..n_out-1, playing the template back and forth.
 
-    The first pass streams from the decoder; later passes read the frames back from a cache file (JPEG).
+    The first pass streams from the decoder; later passes read the frames back from a cache file (JPEG). A worker
+    thread encodes the cache and decodes it ahead of need (OpenCV releases the GIL), off the caller's path.
     """
-    looping, decoded, offsets = n_out > n_template, 0, [0]
-    with tempfile.TemporaryFile(prefix="hygie-frames-") as cache:
+    looping, decoded = n_out > n_template, 0
+    with tempfile.TemporaryFile(prefix="hygie-frames-") as cache, ThreadPoolExecutor(1) as worker:
+        fd, stored, end = cache.fileno(), [], 0  # stored[i]: frame i's (offset, length) in the cache, once written
+
+        def store(frame: np.ndarray) -> tuple[int, int]:  # in the worker, in order: it alone moves `end`
+            nonlocal end
+            jpeg = cv2.imencode(".jpg", cv2.cvtColor(frame, cv2.COLOR_RGB2BGR), LOOP_JPEG)[1]
+            at, end = end, end + os.pwrite(fd, jpeg, end)
+            return at, len(jpeg)
+
+        def load(i: int) -> np.ndarray:  # in the worker, after every store
+            at, length = stored[i].result()
+            jpeg = np.frombuffer(os.pread(fd, length, at), np.uint8)
+            return cv2.cvtColor(cv2.imdecode(jpeg, cv2.IMREAD_COLOR), cv2.COLOR_BGR2RGB)
+
         for i, frame in zip(range(min(n_out, n_template)), iter_frames(video, fps)):
             if looping:
-                _, jpeg = cv2.imencode(".jpg", frame[..., ::-1], LOOP_JPEG)
-                offsets.append(offsets[-1] + cache.write(jpeg.tobytes()))
+                stored.append(worker.submit(store, frame))
             decoded = i + 1
             yield i, frame
         if decoded < min(n_out, n_template):
             raise HygieError(
                 f"{video}: decoded {decoded} frames but its prepared crops have {n_template}; rerun `dvc repro`."
             )
-        for k in range(n_template, n_out):
-            i = pingpong_index(k, n_template)
-            cache.seek(offsets[i])
-            jpeg = np.frombuffer(cache.read(offsets[i + 1] - offsets[i]), np.uint8)
-            yield i, np.ascontiguousarray(cv2.imdecode(jpeg, cv2.IMREAD_COLOR)[..., ::-1])
+        replay = (pingpong_index(k, n_template) for k in range(n_template, n_out))
+        ahead = deque((i, worker.submit(load, i)) for i in itertools.islice(replay, READ_AHEAD))
+        while ahead:
+            i, frame = ahead.popleft()
+            ahead.extend((j, worker.submit(load, j)) for j in itertools.islice(replay, 1))
+            yield i, frame.result()
 
 
 def reference_indices(face: np.ndarray) -> np.ndarray:
@@ -145,6 +162,7 @@ class Painter:
         self.size = template.size if mouth == "generate" else detail_size(template)  # pasted crops' side
         self.k = 0  # the next output frame
         self.seconds = defaultdict(float) if seconds is None else seconds
+        self.threads = ThreadpoolController()  # the BLAS libraries numpy and scipy loaded
 
     def paint(
         self,
@@ -156,6 +174,14 @@ class Painter:
         """The next `n` output frames, as `images` gives them, with the new mouths pasted in. `heard` [n, ...]: what
         the model heard for each (`MouthModel.hear`; unused by retrieve); `picks` [n]: each frame's library mouth
         (retrieve, blend), reshaped to `wanted` [n, K], the shapes the audio asks for."""
+        # one BLAS thread: the matrices here are small, and idle BLAS threads spinning for work take the CPU that
+        # the encoder and the frame cache need (README, "Figures")
+        with self.threads.limit(limits=1, user_api="blas"):
+            return self._paint(n, heard, picks, wanted)
+
+    def _paint(
+        self, n: int, heard: np.ndarray | None, picks: np.ndarray | None, wanted: np.ndarray | None
+    ) -> list[tuple[int, np.ndarray, tuple[int, int]]]:
         seconds, template, model, size = self.seconds, self.template, self.model, self.size
         ks = np.arange(self.k, self.k + n)
         self.k += n
@@ -289,7 +315,8 @@ def render(
         with VideoWriter(
             tmp, template.fps, info.width, info.height, audio=sound, sr=AUDIO_SR, preset=preset, metadata=METADATA
         ) as writer:
-            queue: Queue[np.ndarray | None] = Queue(maxsize=8)  # bounded: memory stays flat
+            # room for a whole batch: the encoder works through one while the next is made; bounded: memory stays flat
+            queue: Queue[np.ndarray | None] = Queue(maxsize=batch + 8)
 
             def encode() -> None:
                 error = None

@@ -225,7 +225,7 @@ class Server:
 
 def jpeg(rgb: np.ndarray, quality: int) -> bytes:
     """An RGB image as JPEG bytes."""
-    return cv2.imencode(".jpg", np.ascontiguousarray(rgb[..., ::-1]), [cv2.IMWRITE_JPEG_QUALITY, quality])[1].tobytes()
+    return cv2.imencode(".jpg", cv2.cvtColor(rgb, cv2.COLOR_RGB2BGR), [cv2.IMWRITE_JPEG_QUALITY, quality])[1].tobytes()
 
 
 def pcm_of(data: bytes) -> np.ndarray:

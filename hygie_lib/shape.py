@@ -166,18 +166,24 @@ def reshape_mouths(
     coarse = np.broadcast_to(np.stack(np.meshgrid(at, at), -1).reshape(-1, 2), (b, RESHAPE_GRID**2, 2))
     disp = _tps_kernel(coarse, ctrl) @ w[:, :n] + np.concatenate([np.ones((b, len(at) ** 2, 1)), coarse], 2) @ w[:, n:]
     fine = np.stack(np.meshgrid(np.arange(size, dtype=np.float32), np.arange(size, dtype=np.float32)), -1)
-    to_crop = None if to_crop is None else to_crop.astype(np.float32)
+    identity = np.eye(2, 3)
+    to_crop = np.broadcast_to(identity, (b, 2, 3)) if to_crop is None else to_crop
+    to_image = np.broadcast_to(identity, (b, 2, 3)) if to_image is None else to_image
     out = np.empty((b, size, size, images.shape[-1]), images.dtype)
-    for i, d in enumerate(disp.reshape(b, RESHAPE_GRID, RESHAPE_GRID, 2).astype(np.float32)):
-        at_crop = fine if to_crop is None else fine @ to_crop[i, :, :2].T + to_crop[i, :, 2]
-        fetch = at_crop + cv2.resize(d, (size, size))  # [S, S, 2] in crop pixels (the field is smooth: taken as is)
-        if to_image is not None:
-            fetch = fetch @ to_image[i, :, :2].T.astype(np.float32) + to_image[i, :, 2].astype(np.float32)
-        out[i] = cv2.remap(images[i], fetch[..., 0], fetch[..., 1], cv2.INTER_LANCZOS4, borderMode=cv2.BORDER_REPLICATE)
+    for i, d in enumerate(disp.reshape(b, RESHAPE_GRID, RESHAPE_GRID, 2)):
+        # fetch = to_image(to_crop(p) + field(p)) for output pixels p: the field is smooth (taken at p as is) and
+        # to_image's linear part commutes with its interpolation, so it is applied on the coarse grid
+        linear = to_image[i, :, :2]
+        both = linear @ to_crop[i]  # to_crop, then to_image
+        both[:, 2] += to_image[i, :, 2]
+        field = cv2.resize((d @ linear.T).astype(np.float32), (size, size))
+        fetch = cv2.transform(fine, both) + field  # [S, S, 2] in the pixels of images[i]
+        out[i] = cv2.remap(images[i], fetch, None, cv2.INTER_LANCZOS4, borderMode=cv2.BORDER_REPLICATE)
     return out
 
 
 def _tps_kernel(a: np.ndarray, b: np.ndarray) -> np.ndarray:
     """The thin-plate spline's radial basis r^2 log r between points a [B, N, 2] and b [B, M, 2]: [B, N, M]."""
-    r2 = ((a[:, :, None] - b[:, None]) ** 2).sum(-1)
+    dx, dy = (a[:, :, None, j] - b[:, None, :, j] for j in (0, 1))
+    r2 = dx * dx + dy * dy
     return 0.5 * r2 * np.log(np.maximum(r2, 1e-12))

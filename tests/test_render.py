@@ -8,6 +8,7 @@ import av
 import numpy as np
 import pytest
 from conftest import DATA, save_model, write_audio, write_video
+from threadpoolctl import threadpool_info
 
 from hygie_lib.audio import load_audio
 from hygie_lib.cli import main as hygie
@@ -47,8 +48,9 @@ def assert_same(a: np.ndarray, b: np.ndarray, *, exact: bool) -> None:
 def test_pingpong_frames_replay_the_decoded_frames(tmp_path, face_image):
     frames = [np.roll(face_image[:96, :128], 7 * i, axis=1) for i in range(5)]
     video = write_video(tmp_path / "t.mkv", frames, 25, codec="ffv1", pix_fmt="bgr0")  # lossless
-    out = list(pingpong_frames(video, 25, 5, 12))
-    assert [i for i, _ in out] == [0, 1, 2, 3, 4, 3, 2, 1, 0, 1, 2, 3]
+    out = list(pingpong_frames(video, 25, 5, 30))  # more replayed frames than are read ahead
+    assert [i for i, _ in out][:12] == [0, 1, 2, 3, 4, 3, 2, 1, 0, 1, 2, 3]
+    assert [i for i, _ in out] == [pingpong_index(k, 5) for k in range(30)]
     for k, (i, frame) in enumerate(out):
         assert frame.shape == frames[i].shape
         assert_same(frame, frames[i], exact=k < 5)
@@ -78,6 +80,23 @@ def test_output_frames_change_only_the_mouth_and_skip_faceless_frames(demo):
         assert_same(frame[outside], source[i][outside], exact=k < n_template)
         changed += psnr(frame[y0:y1, x0:x1], source[i][y0:y1, x0:x1]) < 40
     assert changed > 60
+
+
+def test_frames_are_painted_with_one_blas_thread(demo, monkeypatch):
+    """Idle BLAS threads spin and take the CPU the encoder needs (README, "Figures"): one while painting, then back."""
+    model = MouthModel(demo["model"], "torch")
+    blas = []
+    generate = model.generate
+    monkeypatch.setattr(model, "generate", lambda *a: blas.append(blas_threads()) or generate(*a))
+    before = blas_threads()
+    mel = audio_features(demo["audio"], model.data)
+    assert len(list(render_frames(model, demo["template"], demo["template_video"], mel, batch=32))) == mel.n_frames
+    assert blas == [{1}] * 3  # 75 frames: three batches
+    assert blas_threads() == before
+
+
+def blas_threads() -> set[int]:
+    return {lib["num_threads"] for lib in threadpool_info() if lib["user_api"] == "blas"}
 
 
 def test_render_command_writes_a_tagged_mp4_with_the_new_audio(demo, tmp_path):
