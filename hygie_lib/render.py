@@ -85,9 +85,9 @@ def pingpong_frames(
         replay = (pingpong_index(k, n_template) for k in range(n_template, n_out))
         ahead = deque((i, worker.submit(load, i)) for i in itertools.islice(replay, READ_AHEAD))
         while ahead:
-            i, frame = ahead.popleft()
+            i, loading = ahead.popleft()
             ahead.extend((j, worker.submit(load, j)) for j in itertools.islice(replay, 1))
-            yield i, frame.result()
+            yield i, loading.result()
 
 
 def reference_indices(face: np.ndarray) -> np.ndarray:
@@ -162,7 +162,7 @@ class Painter:
         self.size = template.size if mouth == "generate" else detail_size(template)  # pasted crops' side
         self.k = 0  # the next output frame
         self.seconds = defaultdict(float) if seconds is None else seconds
-        self.threads = ThreadpoolController()  # the BLAS libraries numpy and scipy loaded
+        self.threads = ThreadpoolController()  # the native thread pools loaded (numpy's, scipy's and OpenCV's BLAS)
 
     def paint(
         self,

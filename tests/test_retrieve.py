@@ -175,7 +175,6 @@ def test_real_mouths_are_composed_on_the_frames_own_pixel_grid(demo):
     out = [image for _, image, _ in Painter(model, tpl, images, name="t", **kw).paint(n, None, picks, wanted)]
     error = np.mean([np.abs(box(o) - box(r)).mean() for o, r in zip(out, real)])
     ratio = np.mean([energy(o) / energy(r) for o, r in zip(out, real)])
-    print(error, ratio)
     assert error < 0.05 and ratio > 0.99  # 2.7 levels and 0.62 of the energy through the 32 px crops
 
 
