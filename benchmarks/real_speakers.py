@@ -5,7 +5,8 @@ expert), train (the generator) on the first TRAIN_SPLIT of the clip, and evaluat
 (played backwards as the template, its audio forwards), once per render.mouth mode. Prints one row per clip and
 mode; writes each one's contact sheet and side-by-side video into --out (--reuse: cross checks of the models
 already trained there). On 2 cores at 160 px: about 18 minutes for obama_20s (25 with the GAN) and 8 for each
-8 s clip, plus 1 per extra mode.
+8 s clip, plus 1 per extra mode. Beside evaluate's metrics, the teeth figures on the open frames with speech alone
+(teeth_ratio_speech, teeth_ceiling_speech): in silence the mouth rests closed, whatever the real one did.
 Quality versus time (--minutes): the fast path (the shape model and the library, render.mouth retrieve) first, then
 the generator's best checkpoint at the first validation past each of --minutes of training (validating every
 --eval-every steps), each cross-checked; the minutes column then counts training alone, as benchmarks/quality_time.py
@@ -39,6 +40,7 @@ from hygie_lib.crops import build_crops  # noqa: E402
 from hygie_lib.evaluate import cross_check  # noqa: E402
 from hygie_lib.inference import MouthModel  # noqa: E402
 from hygie_lib.landmarks import detect_video  # noqa: E402
+from hygie_lib.metrics import teeth_figures  # noqa: E402
 from hygie_lib.model import model_config  # noqa: E402
 from hygie_lib.retrieve import build_library  # noqa: E402
 from hygie_lib.split import heldout_gap, time_split  # noqa: E402
@@ -63,6 +65,9 @@ COLUMNS = [
     "sharpness_ratio",
     "lip_sharpness_ratio",
     "teeth_ratio",
+    "teeth_ceiling",
+    "teeth_ratio_speech",
+    "teeth_ceiling_speech",
 ]
 
 
@@ -119,6 +124,13 @@ def run_clip(name: str, args: argparse.Namespace) -> dict:
         cv2.imwrite(str(work / f"cross_check_{tag}.png"), sheet[..., ::-1])
         table.to_csv(work / f"cross_{tag}.csv", index=False)
         metrics.update({k: shape_metrics[k] for k in ("av_offset", "av_offset_confidence", "aperture_corr")})
+        speech = (table.real_open & ~table.silent).to_numpy()  # the teeth where the audio can tell the opening
+        teeth = teeth_figures(
+            *(table[c].to_numpy() for c in ("real_teeth", "gen_teeth", "real_aperture", "gen_aperture")), speech
+        )
+        metrics.update(
+            teeth_ratio_speech=round(teeth["teeth_ratio"], 4), teeth_ceiling_speech=round(teeth["teeth_ceiling"], 4)
+        )
         rows[row] = {**metrics, "minutes": round(minutes, 1)}
         (work / "metrics.json").write_text(json.dumps(rows, indent=2))
 

@@ -1,5 +1,7 @@
 """End-to-end render speed at 720p: the demo template upscaled to 1280x720, 30 s of audio, per-step breakdown.
 
+The size of each rendered file is printed beside its speed (out MB).
+
 Each configuration runs in its own process, so its peak memory (max RSS) is its own. The template is prepared
 once (landmarks + crops, what the pipeline caches), as in production. Also compares the Poisson paste with OpenCV's
 seamlessClone (speed, difference), and tries INT8 (dynamic) quantization of the ONNX model: speed of the model step
@@ -133,6 +135,7 @@ def run_one(inputs: dict[str, str], backend: str, blend: str, mouth: str) -> dic
         "wall": wall,
         "seconds": seconds,
         "peak_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024,
+        "out_mb": out.stat().st_size / 1e6,
     }
 
 
@@ -233,7 +236,7 @@ def main() -> None:
         print(
             f"\n{'backend:blend:mouth':<24}{'frames/s':>9}"
             + "".join(f"{s:>8}" for s in STEPS)
-            + f"{'peak MB':>9}   (steps in ms/frame)"
+            + f"{'peak MB':>9}{'out MB':>8}   (steps in ms/frame; out: the rendered file)"
         )
         for config in args.configs:
             backend, blend, mouth = (config + ":generate").split(":")[:3]
@@ -246,7 +249,7 @@ def main() -> None:
             res = json.loads(r.stdout.strip().splitlines()[-1])
             n = res["frames"]
             steps = "".join(f"{res['seconds'].get(s, 0) / n * 1e3:>8.1f}" for s in STEPS)
-            print(f"{config:<24}{n / res['wall']:>9.1f}{steps}{res['peak_mb']:>9.0f}")
+            print(f"{config:<24}{n / res['wall']:>9.1f}{steps}{res['peak_mb']:>9.0f}{res['out_mb']:>8.1f}")
         print("\nReplay cache of a looping template (JPEG, render.LOOP_JPEG), in $TMPDIR during a render:")
         loop_cache_report(inputs["template"], 25.0)
         print("\nPoisson pasting, this project's solve against OpenCV's:")

@@ -37,6 +37,7 @@ from hygie_lib.metrics import (
     sharpness,
     ssim,
     sync,
+    teeth_figures,
     teeth_fraction,
 )
 from hygie_lib.render import LOOP_JPEG, render
@@ -263,16 +264,13 @@ def cross_check(
             if name == "" and expert is not None:
                 metrics.update(_judge_cross(expert, crops, block, template, rendered, seg))
             if name == "":
-                metrics.update(
-                    _appearance(
-                        (_decode(j) for j in jpegs),
-                        crops.landmarks[block],
-                        iter_frames(rendered, crops.fps),
-                        gen_lm,
-                        template,
-                        real_ap > closed,
-                    )
+                real_frames = (_decode(j) for j in jpegs)
+                appearance, real_teeth, gen_teeth = _appearance(
+                    real_frames, crops.landmarks[block], iter_frames(rendered, crops.fps), gen_lm, template
                 )
+                table["real_open"], table["real_teeth"], table["gen_teeth"] = real_ap > closed, real_teeth, gen_teeth
+                metrics.update(appearance)
+                metrics.update(teeth_figures(real_teeth, gen_teeth, real_ap, gen_ap, real_ap > closed))
                 silent = silent_frames(seg.mel, seg.per_frame, model.shapes.predictor.loud)[: len(block)]
                 table["silent"] = silent
                 metrics["silent_frames"] = int(silent.sum())
@@ -289,12 +287,10 @@ def _appearance(
     generated: Iterable[np.ndarray],
     gen_lm: np.ndarray,
     template: Crops,
-    open_: np.ndarray,
-) -> dict:
+) -> tuple[dict, np.ndarray, np.ndarray]:
     """How real the generated mouths look next to the real ones: `sharpness_ratio` (mean high-frequency energy in
-    the mask, in frame pixels, generated / real; 1 = as sharp), `lip_sharpness_ratio` (the same on the lips alone)
-    and `teeth_ratio` (on frames where the real mouth is open, the mean share of teeth pixels inside the inner lips,
-    generated / real)."""
+    the mask, in frame pixels, generated / real; 1 = as sharp) and `lip_sharpness_ratio` (the same on the lips
+    alone), with the share of teeth pixels inside the inner lips of each real and generated frame (`teeth_figures`)."""
     sharp_real, sharp_gen, lips_real, lips_gen, teeth_real, teeth_gen = [], [], [], [], [], []
     # real frame k is the template's frame n-1-k (the template plays the block backwards); g was drawn into frame k
     frames = zip(real, generated, template.boxes[::-1], template.boxes)
@@ -303,16 +299,13 @@ def _appearance(
         sharp_gen.append(sharpness(g, gen_box, template.mask))
         lips_real.append(lip_sharpness(r, real_lm[k]))
         lips_gen.append(lip_sharpness(g, gen_lm[k]))
-        if open_[k]:
-            teeth_real.append(teeth_fraction(r, real_lm[k]))
-            teeth_gen.append(teeth_fraction(g, gen_lm[k]))
-    teeth = np.nanmean(teeth_gen) / max(np.nanmean(teeth_real), 1e-6) if teeth_real else float("nan")
-    return {
+        teeth_real.append(teeth_fraction(r, real_lm[k]))
+        teeth_gen.append(teeth_fraction(g, gen_lm[k]))
+    ratios = {
         "sharpness_ratio": float(np.mean(sharp_gen) / max(np.mean(sharp_real), 1e-6)),
         "lip_sharpness_ratio": float(np.nanmean(lips_gen) / max(np.nanmean(lips_real), 1e-6)),
-        "teeth_ratio": float(teeth),
-        "teeth_real": float(np.nanmean(teeth_real)) if teeth_real else float("nan"),
     }
+    return ratios, np.array(teeth_real), np.array(teeth_gen)
 
 
 def _judge_cross(

@@ -12,6 +12,7 @@ from hygie_lib.landmarks import INNER_LIPS, OUTER_LIPS, eye_centres, face_axes
 
 MAX_LAG = 10  # frames searched either way for the sync offset
 TEETH_VALUE, TEETH_SATURATION = 140, 90  # a pixel is "teeth" when bright (HSV V >= 140) and pale (S <= 90)
+TEETH_BANDWIDTH = 0.01  # teeth_figures' kernel width over openings (eye distances; closed ~0.04, wide open ~0.2)
 LIP_MARGIN = 0.1  # lip_sharpness looks this share of the mouth's width beyond the outer lip contour
 
 
@@ -129,3 +130,27 @@ def teeth_fraction(frame: np.ndarray, landmarks: np.ndarray) -> float:
         return float("nan")
     hsv = cv2.cvtColor(frame, cv2.COLOR_RGB2HSV)[inside.astype(bool)]
     return float(np.mean((hsv[:, 2] >= TEETH_VALUE) & (hsv[:, 1] <= TEETH_SATURATION)))
+
+
+def teeth_figures(
+    real_teeth: np.ndarray, gen_teeth: np.ndarray, real_ap: np.ndarray, gen_ap: np.ndarray, open_: np.ndarray
+) -> dict:
+    """Teeth of generated vs real frames [n] (`teeth_fraction`, NaN where not found) on the frames where the real
+    mouth is open (`open_`): `teeth_ratio` (mean generated share / mean real share), `teeth_real`, and
+    `teeth_ceiling`: the ratio the generated openings `gen_ap` allow, were each mouth to show the teeth real frames
+    show at its opening (the real frames' mean share against `real_ap`, Gaussian-weighted over TEETH_BANDWIDTH),
+    so a shortfall of the openings (the audio's) is told from one of the drawing."""
+    if not open_.any():
+        return {"teeth_ratio": float("nan"), "teeth_real": float("nan"), "teeth_ceiling": float("nan")}
+    found = ~np.isnan(real_teeth)
+
+    def expected(openings: np.ndarray) -> np.ndarray:  # real frames' mean teeth share at these openings
+        w = np.exp(-0.5 * ((openings[:, None] - real_ap[None, found]) / TEETH_BANDWIDTH) ** 2)
+        return (w @ real_teeth[found]) / np.maximum(w.sum(1), 1e-12)
+
+    real = np.nanmean(real_teeth[open_])
+    return {
+        "teeth_ratio": float(np.nanmean(gen_teeth[open_]) / max(real, 1e-6)),
+        "teeth_real": float(real),
+        "teeth_ceiling": float(np.nanmean(expected(gen_ap[open_])) / max(np.nanmean(expected(real_ap[open_])), 1e-6)),
+    }

@@ -172,7 +172,9 @@ class VideoWriter:
         rate = Fraction(fps).limit_denominator(1001)
         self.video = self.container.add_stream("libx264", rate=rate)
         self.video.width, self.video.height, self.video.pix_fmt = width, height, "yuv420p"
-        self.video.options = {"crf": str(crf), "preset": preset}
+        # with x264's macroblock tree on, the same frames gave other bytes from one write to the next in a process that
+        # decodes in between (README, "Reproducible renders"); with it off, they do not
+        self.video.options = {"crf": str(crf), "preset": preset, "x264-params": "mbtree=0"}
         self.fps, self.n = float(rate), 0
         self._chunks = None if audio is None else iter([audio] if isinstance(audio, np.ndarray) else audio)
         self._pending, self.sr, self.audio_pos = np.zeros(0, np.float32), sr, 0

@@ -2,7 +2,16 @@ import cv2
 import numpy as np
 import pytest
 
-from hygie_lib.metrics import MAX_LAG, lag_correlation, lip_distance, lip_sharpness, sharpness, sync, teeth_fraction
+from hygie_lib.metrics import (
+    MAX_LAG,
+    lag_correlation,
+    lip_distance,
+    lip_sharpness,
+    sharpness,
+    sync,
+    teeth_figures,
+    teeth_fraction,
+)
 
 
 def test_sync_finds_the_lag_between_two_signals():
@@ -92,12 +101,38 @@ def test_appearance_compares_generated_with_real_frames_box_for_box():
     lm[:, INNER_LIPS, 0], lm[:, INNER_LIPS, 1] = 150 + 40 * np.cos(angles), 130 + 20 * np.sin(angles)
     lm[:, OUTER_LIPS, 0], lm[:, OUTER_LIPS, 1] = 150 + 50 * np.cos(angles), 130 + 28 * np.sin(angles)
     template = SimpleNamespace(boxes=np.tile([150.0, 130.0, 100.0], (4, 1)), mask=mouth_mask(64, 1.3))
-    is_open = np.array([True, True, False, True])
-    same = _appearance(real, lm, iter(real), lm, template, is_open)
-    assert same["sharpness_ratio"] == pytest.approx(1.0) and same["teeth_ratio"] == pytest.approx(1.0)
-    assert same["lip_sharpness_ratio"] == pytest.approx(1.0)
+    same, real_teeth, gen_teeth = _appearance(real, lm, iter(real), lm, template)
+    assert same == {"sharpness_ratio": pytest.approx(1.0), "lip_sharpness_ratio": pytest.approx(1.0)}
+    assert real_teeth == pytest.approx(gen_teeth) and real_teeth == pytest.approx(
+        np.full(4, 0.48), abs=0.03
+    )  # 60x20 of pi 40x20
     soft = [cv2.GaussianBlur(f, (0, 0), 2.0) for f in real]
     for f in soft:
         f[108:152, 108:192] = (120, 40, 40)  # an opening without teeth
-    blurred = _appearance(real, lm, iter(soft), lm, template, is_open)
-    assert blurred["sharpness_ratio"] < 0.2 and blurred["teeth_ratio"] < 0.1 and blurred["lip_sharpness_ratio"] < 0.2
+    blurred, _, gen_teeth = _appearance(real, lm, iter(soft), lm, template)
+    assert blurred["sharpness_ratio"] < 0.2 and blurred["lip_sharpness_ratio"] < 0.2 and (gen_teeth == 0).all()
+
+
+def test_teeth_figures_tell_narrow_openings_from_grey_drawing():
+    rng = np.random.default_rng(0)
+    real_ap = rng.uniform(0.03, 0.2, 200)  # eye distances
+    real_teeth = np.clip((real_ap - 0.05) * 2, 0, None)  # real mouths show more teeth the wider they open
+    real_teeth[::50] = np.nan  # no opening found
+    is_open = real_ap > 0.06
+    same = teeth_figures(real_teeth, real_teeth, real_ap, real_ap, is_open)
+    assert same == {
+        "teeth_ratio": 1.0,
+        "teeth_real": pytest.approx(np.nanmean(real_teeth[is_open])),
+        "teeth_ceiling": 1.0,
+    }
+    grey = teeth_figures(real_teeth, 0.5 * real_teeth, real_ap, real_ap, is_open)  # right openings, half the teeth
+    assert grey["teeth_ratio"] == pytest.approx(0.5) and grey["teeth_ceiling"] == 1.0
+    narrow_ap = 0.05 + 0.5 * (real_ap - 0.05)  # half as open, each showing a real mouth's teeth at that opening
+    narrow = teeth_figures(real_teeth, np.clip((narrow_ap - 0.05) * 2, 0, None), real_ap, narrow_ap, is_open)
+    assert narrow["teeth_ceiling"] == pytest.approx(narrow["teeth_ratio"], abs=0.05) and narrow["teeth_ceiling"] < 0.6
+    lost = narrow_ap.copy()
+    lost[is_open.nonzero()[0][:3]] = np.nan  # no face found in three generated frames: left out
+    assert teeth_figures(real_teeth, real_teeth, real_ap, lost, is_open)["teeth_ceiling"] == pytest.approx(
+        narrow["teeth_ceiling"], abs=0.01
+    )
+    assert np.isnan(teeth_figures(real_teeth, real_teeth, real_ap, real_ap, np.zeros(200, bool))["teeth_ceiling"])

@@ -215,12 +215,16 @@ def test_repro_writes_every_artifact(repo):
         "sync_confidence_real",
         "render_sync_confidence",
         "render_sync_lag",
+        "sharpness_ratio",
+        "teeth_ratio",
+        "teeth_ceiling",
     }
     assert wanted <= set(evaluation)
     assert len(pd.read_csv(repo / "metrics" / "eval" / "heldout.csv")) == evaluation["frames"]
     cross = pd.read_csv(repo / "metrics" / "eval" / "cross.csv")
     assert len(cross) == evaluation["cross_frames"] == evaluation["frames"]
     np.testing.assert_allclose(cross["template_aperture"], cross["real_aperture"][::-1], rtol=1e-6)  # played backwards
+    assert {"real_open", "real_teeth", "gen_teeth", "silent"} <= set(cross.columns)
     sheet = cv2.imread(str(repo / "metrics" / "eval" / "cross_check.png"))
     assert sheet.shape[:2] == (3 * 32, 8 * 32)  # real | generated | template, 8 moments
     side = repo / "data" / "rendered" / "cross_check.mp4"

@@ -85,3 +85,27 @@ def test_odd_resolution_input_decodes(tmp_path):
     path = write_video(tmp_path / "odd.mkv", frames, 25, codec="ffv1", pix_fmt="yuv444p")
     out = list(iter_frames(path, 25))
     assert len(out) == 4 and out[0].shape == (33, 47, 3)
+
+
+def test_writer_gives_the_same_bytes_every_time(tmp_path):
+    """Encoding is reproducible: with x264's macroblock tree on, the bytes varied from one write of the same frames to
+    the next when decoding ran in between, as in the cross check (README, "Reproducible renders")."""
+    from conftest import ROOT
+
+    from hygie_lib.render import pingpong_frames
+
+    clip = ROOT.parent / "shared" / "data" / "real" / "obama_20s.mp4"
+    if not clip.is_file():
+        pytest.skip(f"{clip}: the real clips are not here")
+    frames = [f for _, f in zip(range(115), iter_frames(clip, 25.0))]
+    h, w = frames[0].shape[:2]
+    written = []
+    for k in range(6):
+        out = tmp_path / f"{k}.mp4"
+        with VideoWriter(out, 25.0, w, h, crf=10) as writer:
+            for f in frames[::-1]:
+                writer.write(f.copy())
+        written.append(out.read_bytes())
+        for _ in pingpong_frames(out, 25.0, len(frames), len(frames) + 2):  # decoding, as the cross check does
+            pass
+    assert all(b == written[0] for b in written)
