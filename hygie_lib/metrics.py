@@ -142,7 +142,7 @@ def teeth_figures(
     so a shortfall of the openings (the audio's) is told from one of the drawing."""
     if not open_.any():
         return {"teeth_ratio": float("nan"), "teeth_real": float("nan"), "teeth_ceiling": float("nan")}
-    found = ~np.isnan(real_teeth)
+    found = ~np.isnan(real_teeth) & ~np.isnan(real_ap)
 
     def expected(openings: np.ndarray) -> np.ndarray:  # real frames' mean teeth share at these openings
         w = np.exp(-0.5 * ((openings[:, None] - real_ap[None, found]) / TEETH_BANDWIDTH) ** 2)

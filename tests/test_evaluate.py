@@ -103,9 +103,8 @@ def test_appearance_compares_generated_with_real_frames_box_for_box():
     template = SimpleNamespace(boxes=np.tile([150.0, 130.0, 100.0], (4, 1)), mask=mouth_mask(64, 1.3))
     same, real_teeth, gen_teeth = _appearance(real, lm, iter(real), lm, template)
     assert same == {"sharpness_ratio": pytest.approx(1.0), "lip_sharpness_ratio": pytest.approx(1.0)}
-    assert real_teeth == pytest.approx(gen_teeth) and real_teeth == pytest.approx(
-        np.full(4, 0.48), abs=0.03
-    )  # 60x20 of pi 40x20
+    assert real_teeth == pytest.approx(gen_teeth)
+    assert real_teeth == pytest.approx(np.full(4, 0.48), abs=0.03)  # a 60x20 teeth patch in an ellipse of pi 40x20
     soft = [cv2.GaussianBlur(f, (0, 0), 2.0) for f in real]
     for f in soft:
         f[108:152, 108:192] = (120, 40, 40)  # an opening without teeth
