@@ -268,13 +268,14 @@ def cross_check(
                 appearance, real_teeth, gen_teeth = _appearance(
                     real_frames, crops.landmarks[block], iter_frames(rendered, crops.fps), gen_lm, template
                 )
-                table["real_open"], table["real_teeth"], table["gen_teeth"] = real_ap > closed, real_teeth, gen_teeth
+                real_open = real_ap > closed
+                table["real_open"], table["real_teeth"], table["gen_teeth"] = real_open, real_teeth, gen_teeth
                 metrics.update(appearance)
-                metrics.update(teeth_figures(real_teeth, gen_teeth, real_ap, gen_ap, real_ap > closed))
+                metrics.update(teeth_figures(real_teeth, gen_teeth, real_ap, gen_ap, real_open))
                 silent = silent_frames(seg.mel, seg.per_frame, model.shapes.predictor.loud)[: len(block)]
                 table["silent"] = silent
                 metrics["silent_frames"] = int(silent.sum())
-                metrics["open_in_silence_real"] = float(np.mean(real_ap[silent] > closed)) if silent.any() else 0.0
+                metrics["open_in_silence_real"] = float(np.mean(real_open[silent])) if silent.any() else 0.0
                 metrics["open_in_silence"] = float(np.mean(gen_ap[silent] > closed)) if silent.any() else 0.0
                 sheet = contact_sheet(crops, block, template, rendered)
                 side_by_side(jpegs, rendered, template_video, wav, out_video, fps=crops.fps, sr=mel.sr)

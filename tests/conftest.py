@@ -24,6 +24,7 @@ from hygie_lib.render import prepare_template
 from hygie_lib.shape import MOUTH, ShapeSpace
 
 ROOT = Path(__file__).resolve().parents[1]
+REAL = ROOT.parent / "shared" / "data" / "real"  # the real clips (CI has them; never copied here)
 
 
 DATA = DataInfo(

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
-from conftest import ROOT
+from conftest import REAL
 
 from hygie_lib.audio import Mel, load_audio
 from hygie_lib.audio2shape import estimate_offset, learn_shapes
@@ -14,7 +14,6 @@ from hygie_lib.landmarks import detect_video
 from hygie_lib.shape import ShapeSpace
 from hygie_lib.syncnet import learn_sync
 
-REAL = ROOT.parent / "shared" / "data" / "real"
 CLIPS = ["obama_20s", "hdtf_katiehill_8s", "hdtf_radio2_8s", "hdtf_radio34_8s", "hdtf_menendez_8s"]
 pytestmark = pytest.mark.skipif(not REAL.is_dir(), reason=f"{REAL}: the real clips are not here")
 FPS, SR = 25.0, 16000

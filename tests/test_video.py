@@ -1,6 +1,6 @@
 import numpy as np
 import pytest
-from conftest import set_mp4_rotation, write_video
+from conftest import REAL, set_mp4_rotation, write_video
 
 from hygie_lib.io import HygieError
 from hygie_lib.video import VideoWriter, count_frames, iter_frames, open_media, probe_video
@@ -90,11 +90,9 @@ def test_odd_resolution_input_decodes(tmp_path):
 def test_writer_gives_the_same_bytes_every_time(tmp_path):
     """Encoding is reproducible: with x264's macroblock tree on, the bytes varied from one write of the same frames to
     the next when decoding ran in between, as in the cross check (README, "Reproducible renders")."""
-    from conftest import ROOT
-
     from hygie_lib.render import pingpong_frames
 
-    clip = ROOT.parent / "shared" / "data" / "real" / "obama_20s.mp4"
+    clip = REAL / "obama_20s.mp4"
     if not clip.is_file():
         pytest.skip(f"{clip}: the real clips are not here")
     frames = [f for _, f in zip(range(115), iter_frames(clip, 25.0))]
