@@ -24,7 +24,7 @@ from hygie_lib.audio2shape import ShapeModel
 from hygie_lib.checkpoint import DataInfo
 from hygie_lib.crops import Crops, frame_windows
 from hygie_lib.io import HygieError, save_npz
-from hygie_lib.shape import MOUTH_OUTER, crop_points, reshape_mouths
+from hygie_lib.shape import MOUTH_OUTER, crop_points
 
 CANDIDATES = 8  # nearest library mouths considered per frame
 THUMB = 16  # side of the grey thumbnails the jump cost compares
@@ -35,6 +35,10 @@ AGREE_SCALE = 8  # the template gives its detail where, blurred AGREE_SCALE x DE
 AGREE_LEVELS = 20.0  # within about this many grey levels (mean over RGB)
 LIPS_MARGIN = 4  # blend takes the library mouth's detail this many DETAIL sigmas beyond the outer lips, always
 FAR_MARGIN = 2  # the template's detail is taken as it is this many DETAIL sigmas away from both mouths' hulls
+RESHAPE_BORDER = 8  # points per side of the crop that a reshaped mouth holds still
+RESHAPE_GRID = 20  # the reshaping's displacement is computed on this grid and interpolated (it is smooth)
+RESHAPE_SMOOTH = 1.0  # thin-plate regularisation: points that coincide (closed lips) may ask for different moves
+RESHAPE_LIPS = 1 / 8  # Lanczos within this share of the side around the outer lips' box, bicubic (4x faster) beyond
 
 
 @dataclass(frozen=True)
@@ -123,6 +127,68 @@ class MouthLibrary:
         for t in range(len(shapes) - 1, 0, -1):
             path[t - 1] = back[t, path[t]]
         return cand[np.arange(len(shapes)), path]
+
+
+def reshape_mouths(
+    images: np.ndarray,
+    src: np.ndarray,
+    dst: np.ndarray,
+    size: int | None = None,
+    to_image: np.ndarray | None = None,
+    to_crop: np.ndarray | None = None,
+) -> np.ndarray:
+    """Real mouths given other shapes: crops [B, size, size, 3] whose mouth points `src` [B, len(MOUTH), 2] (crop
+    pixels) land on `dst`, by a thin-plate spline that holds the crop's border still. Nothing is drawn: every output
+    pixel is a pixel of `images` [B, H, W, 3], moved (Lanczos on the lips, bicubic around them: RESHAPE_LIPS).
+    `images` are the crops themselves, or the recorded frames' pixels around them, which `to_image` [B, 2, 3] maps
+    crop pixels into: then each pixel is resampled once, not twice, and the lips keep their finest detail (README,
+    "Sharp mouths"). `to_crop` [B, 2, 3] maps the output's pixels into the crops' when they differ (the frame's pixel
+    grid, around a crop slightly off it)."""
+    b, size = len(images), size or images.shape[1]
+    edge = np.linspace(0.0, size - 1.0, RESHAPE_BORDER)
+    still = np.concatenate(
+        [np.stack(np.broadcast_arrays(edge, e), 1) for e in (0.0, size - 1.0)]
+        + [np.stack(np.broadcast_arrays(e, edge[1:-1]), 1) for e in (0.0, size - 1.0)]
+    )  # [4 RESHAPE_BORDER - 4, 2] points on the border
+    ctrl = np.concatenate([dst, np.broadcast_to(still, (b, *still.shape))], 1)  # [B, n, 2]: where output pixels are
+    move = np.concatenate([src - dst, np.zeros((b, *still.shape))], 1)  # [B, n, 2]: where to fetch them from
+    n = ctrl.shape[1]
+    affine = np.concatenate([np.ones((b, n, 1)), ctrl], 2)  # [B, n, 3]
+    system = np.zeros((b, n + 3, n + 3))
+    system[:, :n, :n] = _tps_kernel(ctrl, ctrl) + RESHAPE_SMOOTH * np.eye(n)
+    system[:, :n, n:], system[:, n:, :n] = affine, affine.transpose(0, 2, 1)
+    w = np.linalg.solve(system, np.concatenate([move, np.zeros((b, 3, 2))], 1))  # [B, n + 3, 2]
+    at = (np.arange(RESHAPE_GRID) + 0.5) * size / RESHAPE_GRID - 0.5  # the coarse grid cv2.resize interpolates from
+    coarse = np.broadcast_to(np.stack(np.meshgrid(at, at), -1).reshape(-1, 2), (b, RESHAPE_GRID**2, 2))
+    disp = _tps_kernel(coarse, ctrl) @ w[:, :n] + np.concatenate([np.ones((b, len(at) ** 2, 1)), coarse], 2) @ w[:, n:]
+    fine = np.stack(np.meshgrid(np.arange(size, dtype=np.float32), np.arange(size, dtype=np.float32)), -1)
+    identity = np.eye(2, 3)
+    to_crop = np.broadcast_to(identity, (b, 2, 3)) if to_crop is None else to_crop
+    to_image = np.broadcast_to(identity, (b, 2, 3)) if to_image is None else to_image
+    out = np.empty((b, size, size, images.shape[-1]), images.dtype)
+    grow = RESHAPE_LIPS * size
+    for i, d in enumerate(disp.reshape(b, RESHAPE_GRID, RESHAPE_GRID, 2)):
+        # fetch = to_image(to_crop(p) + field(p)) for output pixels p: the field is smooth (taken at p as is) and
+        # to_image's linear part commutes with its interpolation, so it is applied on the coarse grid
+        linear = to_image[i, :, :2]
+        both = linear @ to_crop[i]  # to_crop, then to_image
+        both[:, 2] += to_image[i, :, 2]
+        field = cv2.resize((d @ linear.T).astype(np.float32), (size, size))
+        fetch = cv2.transform(fine, both) + field  # [S, S, 2] in the pixels of images[i]
+        out[i] = cv2.remap(images[i], fetch, None, cv2.INTER_CUBIC, borderMode=cv2.BORDER_REPLICATE)
+        x0, y0 = np.clip(np.floor(dst[i, MOUTH_OUTER].min(0) - grow), 0, size).astype(int)
+        x1, y1 = np.clip(np.ceil(dst[i, MOUTH_OUTER].max(0) + grow) + 1, 0, size).astype(int)
+        if x1 > x0 and y1 > y0:
+            lips = fetch[y0:y1, x0:x1]
+            out[i, y0:y1, x0:x1] = cv2.remap(images[i], lips, None, cv2.INTER_LANCZOS4, borderMode=cv2.BORDER_REPLICATE)
+    return out
+
+
+def _tps_kernel(a: np.ndarray, b: np.ndarray) -> np.ndarray:
+    """The thin-plate spline's radial basis r^2 log r between points a [B, N, 2] and b [B, M, 2]: [B, N, M]."""
+    dx, dy = (a[:, :, None, j] - b[:, None, :, j] for j in (0, 1))
+    r2 = dx * dx + dy * dy
+    return 0.5 * r2 * np.log(np.maximum(r2, 1e-12))
 
 
 def build_library(

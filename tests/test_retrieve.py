@@ -9,13 +9,14 @@ import numpy as np
 import pytest
 from conftest import DATA
 
+from hygie_lib import retrieve
 from hygie_lib.cli import main as hygie
 from hygie_lib.crops import crop_matrix
 from hygie_lib.inference import MouthModel
 from hygie_lib.io import HygieError
 from hygie_lib.render import Painter, audio_features, detail_size, render_frames, video_images
-from hygie_lib.retrieve import DETAIL, THUMB, MouthLibrary, build_library, real_detail
-from hygie_lib.shape import MOUTH, reshape_mouths
+from hygie_lib.retrieve import DETAIL, THUMB, MouthLibrary, build_library, real_detail, reshape_mouths
+from hygie_lib.shape import MOUTH, MOUTH_OUTER
 from hygie_lib.video import iter_frames
 
 
@@ -72,6 +73,24 @@ def test_reshaping_moves_the_mouth_points_and_holds_the_border():
     assert np.abs(still[:, 30:40].astype(int) - image[:, 30:40]).mean() > 3  # while the mouth moved
 
 
+def test_reshaping_is_lanczos_on_the_lips_and_bicubic_around(monkeypatch):
+    size, rng = 160, np.random.default_rng(1)
+    image = rng.integers(0, 256, (1, size, size, 3), dtype=np.uint8)  # fine texture: where the kernels differ most
+    src = _mouth_points(size)[None]
+    dst = src + [0.5, 0.3]  # a sub-pixel move: every pixel resampled
+    out = reshape_mouths(image, src, dst).astype(int)
+    grow = retrieve.RESHAPE_LIPS * size
+    monkeypatch.setattr(retrieve, "RESHAPE_LIPS", 10.0)  # the lips' box grown past the crop: Lanczos everywhere
+    lanczos = reshape_mouths(image, src, dst).astype(int)
+    x0, y0 = np.floor(dst[0, MOUTH_OUTER].min(0) - grow).astype(int)
+    x1, y1 = np.ceil(dst[0, MOUTH_OUTER].max(0) + grow).astype(int)
+    lips = (slice(None), slice(y0, y1), slice(x0, x1))
+    np.testing.assert_array_equal(out[lips], lanczos[lips])
+    around = np.ones(out.shape[:3], bool)
+    around[lips] = False
+    assert 0 < np.abs(out - lanczos)[around].mean() < 20  # bicubic: near Lanczos on noise, not the same
+
+
 def _mouth_points(size: int) -> np.ndarray:
     """Mouth points (MOUTH's layout) in a crop of `size`: lips around (80, 45) and a jaw down to row 110 (at 160)."""
     t = np.linspace(0.0, 2 * np.pi, 20, endpoint=False)
@@ -114,7 +133,8 @@ def test_library_of_a_clip_round_trips_and_gives_its_crops_at_their_own_shapes(t
     assert lib.size == 32 and len(lib.windows) == len(frames) and lib.thumbs.shape == (len(frames), THUMB**2)
     assert lib.windows.shape[1] > tpl.boxes[frames, 2].max()  # the recorded pixels, not resampled to 32 px
     own = lib.mouths(np.arange(len(frames)), lib.points)
-    assert np.abs(own.astype(int) - tpl.crops[frames]).max() <= 2  # at its own shape a mouth is its crop
+    diff = np.abs(own.astype(int) - tpl.crops[frames])  # at its own shape a mouth is its crop (Lanczos, as crops are,
+    assert diff.mean() < 0.3 and diff.max() <= 6  # on the lips; bicubic around: a few levels at most, rarely)
     lib.save(tmp_path / "library.npz")
     back = MouthLibrary.load(tmp_path / "library.npz")
     np.testing.assert_array_equal(back.frames, frames)
@@ -136,7 +156,8 @@ def test_a_mouth_reshaped_from_the_recorded_pixels_keeps_the_detail_a_reshaped_c
     crop = cv2.warpAffine(frame[0], crop_matrix(box, S), (S, S), flags=cv2.INTER_LANCZOS4)[None]
     src = _mouth_points(S)[None]
     dst = src + rng.uniform(-1.0, 1.0, src.shape)  # another shape, a pixel or less away: every pixel moves a little
-    energy = lambda a: cv2.Laplacian(a[0, 20:-20, 20:-20].astype(np.float32), cv2.CV_32F).var()  # noqa: E731
+    lips = (slice(30, 60), slice(45, 115))  # the lips' box (rows 35-55, columns 50-110): resampled with Lanczos
+    energy = lambda a: cv2.Laplacian(a[0].astype(np.float32), cv2.CV_32F)[lips].var()  # noqa: E731
     once = energy(reshape_mouths(frame, src, dst, S, to_frame))
     twice = energy(reshape_mouths(crop, src, dst))
     assert once > 1.15 * twice and once > 0.9 * energy(crop)
