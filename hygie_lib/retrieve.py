@@ -39,7 +39,8 @@ FAR_MARGIN = 2  # the template's detail is taken as it is this many DETAIL sigma
 RESHAPE_BORDER = 8  # points per side of the crop that a reshaped mouth holds still
 RESHAPE_GRID = 20  # the reshaping's displacement is computed on this grid and interpolated (it is smooth)
 RESHAPE_SMOOTH = 1.0  # thin-plate regularisation: points that coincide (closed lips) may ask for different moves
-RESHAPE_LIPS = 1 / 8  # Lanczos within this share of the side around the outer lips' box, bicubic (4x faster) beyond
+RESHAPE_LIPS = 1 / 8  # Lanczos within this share of the side around the outer lips' box, bicubic (4x faster) beyond:
+# about as far as real_detail takes the library mouth's lips (LIPS_MARGIN DETAIL sigmas, then feathered)
 
 
 @dataclass(frozen=True)
@@ -177,11 +178,13 @@ def reshape_mouths(
         field = cv2.resize((d @ linear.T).astype(np.float32), (size, size))
         fetch = cv2.transform(fine, both) + field  # [S, S, 2] in the pixels of images[i]
         out[i] = cv2.remap(images[i], fetch, None, cv2.INTER_CUBIC, borderMode=cv2.BORDER_REPLICATE)
-        x0, y0 = np.clip(np.floor(dst[i, MOUTH_OUTER].min(0) - grow), 0, size).astype(int)
-        x1, y1 = np.clip(np.ceil(dst[i, MOUTH_OUTER].max(0) + grow) + 1, 0, size).astype(int)
+        to_out = cv2.invertAffineTransform(np.ascontiguousarray(to_crop[i]))
+        lips = cv2.transform(dst[i][MOUTH_OUTER][None], to_out)[0]  # in output pixels
+        x0, y0 = np.clip(np.floor(lips.min(0) - grow), 0, size).astype(int)
+        x1, y1 = np.clip(np.ceil(lips.max(0) + grow) + 1, 0, size).astype(int)
         if x1 > x0 and y1 > y0:
-            lips = fetch[y0:y1, x0:x1]
-            out[i, y0:y1, x0:x1] = cv2.remap(images[i], lips, None, cv2.INTER_LANCZOS4, borderMode=cv2.BORDER_REPLICATE)
+            near = fetch[y0:y1, x0:x1]
+            out[i, y0:y1, x0:x1] = cv2.remap(images[i], near, None, cv2.INTER_LANCZOS4, borderMode=cv2.BORDER_REPLICATE)
     return out
 
 

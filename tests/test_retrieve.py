@@ -78,12 +78,14 @@ def test_reshaping_is_lanczos_on_the_lips_and_bicubic_around(monkeypatch):
     image = rng.integers(0, 256, (1, size, size, 3), dtype=np.uint8)  # fine texture: where the kernels differ most
     src = _mouth_points(size)[None]
     dst = src + [0.5, 0.3]  # a sub-pixel move: every pixel resampled
-    out = reshape_mouths(image, src, dst).astype(int)
+    to_crop = np.array([[[1.04, 0.0, 12.0], [0.0, 1.04, -7.0]]])  # output pixels -> crop pixels (the frame's grid)
+    out = reshape_mouths(image, src, dst, size, None, to_crop).astype(int)
     grow = retrieve.RESHAPE_LIPS * size
     monkeypatch.setattr(retrieve, "RESHAPE_LIPS", 10.0)  # the lips' box grown past the crop: Lanczos everywhere
-    lanczos = reshape_mouths(image, src, dst).astype(int)
-    x0, y0 = np.floor(dst[0, MOUTH_OUTER].min(0) - grow).astype(int)
-    x1, y1 = np.ceil(dst[0, MOUTH_OUTER].max(0) + grow).astype(int)
+    lanczos = reshape_mouths(image, src, dst, size, None, to_crop).astype(int)
+    lips = (dst[0, MOUTH_OUTER] - to_crop[0, :, 2]) / 1.04  # in output pixels
+    x0, y0 = np.floor(lips.min(0) - grow).astype(int)
+    x1, y1 = np.ceil(lips.max(0) + grow).astype(int)
     lips = (slice(None), slice(y0, y1), slice(x0, x1))
     np.testing.assert_array_equal(out[lips], lanczos[lips])
     around = np.ones(out.shape[:3], bool)
