@@ -47,6 +47,22 @@ from hygie_lib.syncnet import SyncExpert, clip_starts, image_mouths, judge_frame
 from hygie_lib.video import VideoWriter, iter_frames
 
 
+def corr_gap_interval(
+    a: np.ndarray, b: np.ndarray, real: np.ndarray, *, block: int = 10, draws: int = 2000, seed: int = 0
+) -> tuple[float, float]:
+    """95% interval of corr(a, real) - corr(b, real) over frames [n] drawn again in runs of `block` consecutive ones
+    (a moving-block bootstrap, as neighbouring frames are not independent): is a gap between two renders signal?"""
+    idx = np.flatnonzero(np.isfinite(a) & np.isfinite(b) & np.isfinite(real))
+    rng = np.random.default_rng(seed)
+    starts = rng.integers(0, len(idx) - block + 1, (draws, -(-len(idx) // block)))
+    gaps = []
+    for s in starts:
+        i = idx[(s[:, None] + np.arange(block)).ravel()[: len(idx)]]
+        gaps.append(np.corrcoef(a[i], real[i])[0, 1] - np.corrcoef(b[i], real[i])[0, 1])
+    lo, hi = np.percentile(gaps, [2.5, 97.5])
+    return float(lo), float(hi)
+
+
 def generate_frames(
     model: MouthModel,
     crops: Crops,

@@ -6,9 +6,10 @@ render from it alone (how the crops and mel were made, the mask, the shape model
 after train_shape while the generator trains. For a sequence of wanted shapes, the K nearest mouths of each frame
 (scikit-learn's KD-tree) are the candidates, and a Viterbi path picks one per frame: close to the wanted shape, and
 costing little to go from one to the next (none when the next is the recording's next frame, so real runs of the
-recording play as they were). `reshape_mouths` moves each chosen mouth onto its wanted shape (rendering alone uses
-it: training does not depend on this file). `real_detail` gives a drawn mouth real fine detail: the chosen one's on
-the lips and where the jaw moved, the template frame's where nothing moved (render.mouth blend).
+recording play as they were), and not less open than wanted: reshaping can close a mouth, not open one.
+`reshape_mouths` moves each chosen mouth onto its wanted shape (rendering alone uses it: training does not depend on
+this file). `real_detail` gives a drawn mouth real fine detail: the chosen one's on the lips and where the jaw moved,
+the template frame's where nothing moved (render.mouth blend).
 """
 
 from __future__ import annotations
@@ -25,12 +26,14 @@ from hygie_lib.audio2shape import ShapeModel
 from hygie_lib.checkpoint import DataInfo
 from hygie_lib.crops import Crops, frame_windows
 from hygie_lib.io import HygieError, save_npz
-from hygie_lib.shape import MOUTH_OUTER, crop_points
+from hygie_lib.shape import MOUTH_INNER, MOUTH_OUTER, ShapeSpace, crop_points
 
 CANDIDATES = 8  # nearest library mouths considered per frame
 THUMB = 16  # side of the grey thumbnails the jump cost compares
 JUMP = 1.0  # weight of the visual jump between two consecutive picks (thumbnail RMS, 0-1 units) against shape error
 SWITCH = 0.05  # cost of leaving the recording's own order, even between similar mouths
+NARROWER = 1.0  # cost of a mouth less open than wanted, per spread of the library's openings, squared: reshaping
+# stretches a closed mouth's lips but cannot show the inside it never recorded (README, "Sharp mouths")
 DETAIL = 1 / 64  # blend keeps the drawn mouth's detail coarser than this share of the crop's side (2.5 px at 160 px)
 AGREE_SCALE = 8  # the template gives its detail where, blurred AGREE_SCALE x DETAIL, it is near the drawn mouth:
 AGREE_LEVELS = 20.0  # within about this many grey levels (mean over RGB)
@@ -50,6 +53,7 @@ class MouthLibrary:
     windows: np.ndarray  # [M, W, W, 3] uint8 the recorded frames' pixels around each crop box (`frame_windows`)
     to_window: np.ndarray  # [M, 2, 3] affines from crop pixels to window pixels
     shapes: np.ndarray  # [M, K] shape coefficients, in units of each coefficient's spread
+    openings: np.ndarray  # [M] each mouth's opening (`mouth_openings`)
     frames: np.ndarray  # [M] frame numbers in the recording
     thumbs: np.ndarray  # [M, THUMB * THUMB] grey thumbnails of the mask's box, in [0, 1]
     points: np.ndarray  # [M, len(shape.MOUTH), 2] each crop's mouth points (its shape as placed), in crop pixels
@@ -66,6 +70,7 @@ class MouthLibrary:
             windows=self.windows,
             to_window=self.to_window,
             shapes=self.shapes,
+            openings=self.openings,
             frames=self.frames,
             thumbs=self.thumbs,
             points=self.points,
@@ -85,6 +90,7 @@ class MouthLibrary:
                     z["windows"],
                     z["to_window"],
                     z["shapes"],
+                    z["openings"],
                     z["frames"],
                     z["thumbs"],
                     z["points"],
@@ -112,23 +118,32 @@ class MouthLibrary:
         to_window[:, :, :2] /= scale
         return reshape_mouths(self.windows[picks], self.points[picks] * scale, points, size, to_window, to_crop)
 
-    def choose(self, shapes: np.ndarray) -> np.ndarray:
-        """Library indices [n] for wanted shapes [n, K] (same units as `self.shapes`): the cheapest Viterbi path."""
+    def choose(self, shapes: np.ndarray, openings: np.ndarray) -> np.ndarray:
+        """Library indices [n] for wanted shapes [n, K] (same units as `self.shapes`) and their `openings` [n]: the
+        cheapest Viterbi path."""
         k = min(CANDIDATES, len(self.shapes))
         dist, cand = NearestNeighbors(n_neighbors=k).fit(self.shapes).kneighbors(shapes)  # [n, k] each
-        cost, back = dist[0] ** 2, np.zeros(cand.shape, np.int64)
+        narrower = np.maximum(openings[:, None] - self.openings[cand], 0.0) / max(self.openings.std(), 1e-9)
+        dist = dist**2 + NARROWER * narrower**2  # [n, k]
+        cost, back = dist[0], np.zeros(cand.shape, np.int64)
         for t in range(1, len(shapes)):
             a, b = cand[t - 1], cand[t]  # [k] previous and current candidates
             jump = np.sqrt(((self.thumbs[a][:, None] - self.thumbs[b][None]) ** 2).mean(-1))  # [k, k]
             follows = self.frames[b][None] == self.frames[a][:, None] + 1
             step = cost[:, None] + np.where(follows, 0.0, JUMP * jump + SWITCH)  # [k prev, k cur]
             back[t] = step.argmin(0)
-            cost = step.min(0) + dist[t] ** 2
+            cost = step.min(0) + dist[t]
         path = np.empty(len(shapes), np.int64)
         path[-1] = int(cost.argmin())
         for t in range(len(shapes) - 1, 0, -1):
             path[t - 1] = back[t, path[t]]
         return cand[np.arange(len(shapes)), path]
+
+
+def mouth_openings(space: ShapeSpace, coefficients: np.ndarray) -> np.ndarray:
+    """The opening [N] of shapes [N, K]: their inner lips' height on the reference face, in eye distances."""
+    inner = (space.mean + coefficients @ space.components).reshape(len(coefficients), -1, 3)[:, MOUTH_INNER]
+    return np.ptp(inner[..., 1], axis=1)
 
 
 def reshape_mouths(
@@ -225,6 +240,7 @@ def build_library(
         windows,
         to_window,
         (coefficients / space.scale).astype(np.float32),
+        mouth_openings(space, coefficients).astype(np.float32),
         frames.astype(np.int64),
         thumbs,
         points.astype(np.float32),

@@ -2,6 +2,7 @@ import cv2
 import numpy as np
 import pytest
 
+from hygie_lib.evaluate import corr_gap_interval
 from hygie_lib.metrics import (
     MAX_LAG,
     lag_correlation,
@@ -24,6 +25,18 @@ def test_sync_finds_the_lag_between_two_signals():
     with_gaps = real.copy()
     with_gaps[::7] = np.nan  # frames where FaceMesh found no face are skipped, not zero
     assert sync(with_gaps, real)[1] == 0 and abs(sync(np.roll(real, 40), real)[1]) <= MAX_LAG
+
+
+def test_corr_gap_interval_tells_a_real_gap_from_noise():
+    rng = np.random.default_rng(0)
+    real = np.convolve(rng.normal(size=300), np.ones(5) / 5, "same")  # smooth, like an aperture
+    near, far = real + rng.normal(0, 0.05, 300), real + rng.normal(0, 0.5, 300)
+    lo, hi = corr_gap_interval(near, far, real)
+    assert 0 < lo < hi  # near follows the real signal better: the whole interval is above 0
+    other = real + rng.normal(0, 0.05, 300)  # as near, other noise
+    lo, hi = corr_gap_interval(near, other, real)
+    assert lo < 0 < hi and hi - lo < 0.05
+    assert corr_gap_interval(near, near, real) == (0.0, 0.0)
 
 
 def test_lip_distance_is_in_mouth_widths_and_ignores_head_motion():

@@ -29,7 +29,8 @@ def library(n: int = 40, seed: int = 0) -> MouthLibrary:
     mask = np.ones((8, 8), np.uint8)
     points = np.zeros((n, 1, 2), np.float32)  # no mouth points: these tests never reshape
     same = np.tile(np.eye(2, 3, dtype=np.float32), (n, 1, 1))  # the windows are the crops
-    return MouthLibrary(crops, same, bright * 3.5, np.arange(n) * 3, thumbs, points, mask, DATA, None)  # frames 0, 3..
+    shapes, frames = bright * 3.5, np.arange(n) * 3  # frames 0, 3, ...: none follows another
+    return MouthLibrary(crops, same, shapes, bright[:, 0], frames, thumbs, points, mask, DATA, None)
 
 
 def clip_library(demo: dict, frames: np.ndarray | None = None) -> MouthLibrary:
@@ -42,17 +43,24 @@ def clip_library(demo: dict, frames: np.ndarray | None = None) -> MouthLibrary:
 def test_the_path_follows_the_wanted_shapes_and_stays_smooth():
     lib = library()
     wanted = np.array([[0.1], [0.1], [0.5], [0.52], [0.9]], np.float32) * 3.5
-    picks = lib.choose(wanted)
+    picks = lib.choose(wanted, wanted[:, 0] / 3.5)
     np.testing.assert_allclose(lib.shapes[picks, 0], wanted[:, 0], atol=0.2)
     jittery = np.array([[0.50], [0.53], [0.50], [0.53], [0.50]], np.float32) * 3.5  # tiny wiggles: no flicker
-    assert len(set(lib.choose(jittery))) == 1
+    assert len(set(lib.choose(jittery, jittery[:, 0] / 3.5))) == 1
 
 
 def test_real_runs_of_the_recording_are_preferred():
     lib = library()
     lib = replace(lib, frames=np.arange(len(lib.shapes)))  # now frame i+1 follows i
-    wanted = lib.shapes[10:20] + 0.04  # between library shapes: several are as near
-    assert list(lib.choose(wanted)) == list(range(10, 20))  # the recording's own order wins
+    wanted = lib.shapes[10:20] - 0.04  # between library shapes: several are as near
+    assert list(lib.choose(wanted, wanted[:, 0] / 3.5)) == list(range(10, 20))  # the recording's own order wins
+
+
+def test_a_mouth_less_open_than_wanted_costs_more():
+    lib = library()  # mouth i: shape 3.5 i / 40, opening i / 40
+    wanted = np.array([[0.915]])  # 0.04 above mouth 10, 0.0475 below mouth 11
+    assert lib.choose(wanted, np.zeros(1)) == [10]  # the nearest, when neither is narrower than wanted
+    assert lib.choose(wanted, wanted[:, 0] / 3.5) == [11]  # mouth 10 is less open: reshaping could not open it
 
 
 def test_reshaping_moves_the_mouth_points_and_holds_the_border():
