@@ -53,6 +53,7 @@ def corr_gap_interval(
     """95% interval of corr(a, real) - corr(b, real) over frames [n] drawn again in runs of `block` consecutive ones
     (a moving-block bootstrap, as neighbouring frames are not independent): is a gap between two renders signal?"""
     idx = np.flatnonzero(np.isfinite(a) & np.isfinite(b) & np.isfinite(real))
+    block = min(block, len(idx))  # a short table: fewer, shorter runs
     rng = np.random.default_rng(seed)
     starts = rng.integers(0, len(idx) - block + 1, (draws, -(-len(idx) // block)))
     gaps = []
