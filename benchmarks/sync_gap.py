@@ -19,6 +19,7 @@ import pandas as pd
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from hygie_lib.evaluate import corr_gap_interval
+from hygie_lib.metrics import lag_correlation
 
 
 def main() -> None:
@@ -31,15 +32,13 @@ def main() -> None:
     tables = [pd.read_csv(t) for t in args.tables]
     ref = tables[0]
     real, base = ref.real_aperture.to_numpy(), ref.gen_aperture.to_numpy()
-    ok = np.isfinite(real) & np.isfinite(base)
-    print(f"{args.tables[0]}: cross_corr {np.corrcoef(base[ok], real[ok])[0, 1]:.4f} (reference, {len(ref)} frames)")
+    print(f"{args.tables[0]}: cross_corr {lag_correlation(base, real, 0):.4f} (reference, {len(ref)} frames)")
     for path, t in zip(args.tables[1:], tables[1:]):
         if not np.array_equal(t.frame.to_numpy(), ref.frame.to_numpy()):
             sys.exit(f"{path}: not the same held-out frames as {args.tables[0]}; cross-check both on one recording.")
         gen = t.gen_aperture.to_numpy()
-        ok = np.isfinite(real) & np.isfinite(gen)
         lo, hi = corr_gap_interval(gen, base, real, block=args.block)
-        corr = np.corrcoef(gen[ok], real[ok])[0, 1]
+        corr = lag_correlation(gen, real, 0)
         print(f"{path}: cross_corr {corr:.4f}, gap to the reference 95% interval [{lo:+.4f}, {hi:+.4f}]")
 
 

@@ -28,7 +28,7 @@ from hygie_lib.checkpoint import DataInfo
 from hygie_lib.crops import Crops, crop, crop_to_crop, grid_boxes, recrop
 from hygie_lib.inference import MouthModel
 from hygie_lib.io import HygieError, atomic_path, check_choice
-from hygie_lib.retrieve import MouthLibrary, mouth_openings, real_detail
+from hygie_lib.retrieve import MouthLibrary, real_detail
 from hygie_lib.shape import crop_points
 from hygie_lib.video import VideoInfo, VideoWriter, iter_frames, probe_video
 
@@ -280,8 +280,7 @@ def _retrieve(model: MouthModel, mel: Mel, library: MouthLibrary | None) -> tupl
             f"the mouth library gives {library.size}px crops, the model {model.data.img_size}px: `dvc repro`."
         )
     wanted = model.mouth_shapes(mel)
-    space = model.shapes.space
-    return wanted, library.choose(wanted / space.scale, mouth_openings(space, wanted))
+    return wanted, library.choose(wanted / model.shapes.space.scale)
 
 
 def render(

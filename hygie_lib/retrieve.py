@@ -53,7 +53,6 @@ class MouthLibrary:
     windows: np.ndarray  # [M, W, W, 3] uint8 the recorded frames' pixels around each crop box (`frame_windows`)
     to_window: np.ndarray  # [M, 2, 3] affines from crop pixels to window pixels
     shapes: np.ndarray  # [M, K] shape coefficients, in units of each coefficient's spread
-    openings: np.ndarray  # [M] each mouth's opening (`mouth_openings`)
     frames: np.ndarray  # [M] frame numbers in the recording
     thumbs: np.ndarray  # [M, THUMB * THUMB] grey thumbnails of the mask's box, in [0, 1]
     points: np.ndarray  # [M, len(shape.MOUTH), 2] each crop's mouth points (its shape as placed), in crop pixels
@@ -70,7 +69,6 @@ class MouthLibrary:
             windows=self.windows,
             to_window=self.to_window,
             shapes=self.shapes,
-            openings=self.openings,
             frames=self.frames,
             thumbs=self.thumbs,
             points=self.points,
@@ -90,7 +88,6 @@ class MouthLibrary:
                     z["windows"],
                     z["to_window"],
                     z["shapes"],
-                    z["openings"],
                     z["frames"],
                     z["thumbs"],
                     z["points"],
@@ -118,12 +115,13 @@ class MouthLibrary:
         to_window[:, :, :2] /= scale
         return reshape_mouths(self.windows[picks], self.points[picks] * scale, points, size, to_window, to_crop)
 
-    def choose(self, shapes: np.ndarray, openings: np.ndarray) -> np.ndarray:
-        """Library indices [n] for wanted shapes [n, K] (same units as `self.shapes`) and their `openings` [n]: the
-        cheapest Viterbi path."""
+    def choose(self, shapes: np.ndarray) -> np.ndarray:
+        """Library indices [n] for wanted shapes [n, K] (same units as `self.shapes`): the cheapest Viterbi path."""
         k = min(CANDIDATES, len(self.shapes))
         dist, cand = NearestNeighbors(n_neighbors=k).fit(self.shapes).kneighbors(shapes)  # [n, k] each
-        narrower = np.maximum(openings[:, None] - self.openings[cand], 0.0) / max(self.openings.std(), 1e-9)
+        space = self.model.space
+        have, want = (mouth_openings(space, s * space.scale) for s in (self.shapes, shapes))
+        narrower = np.maximum(want[:, None] - have[cand], 0.0) / max(have.std(), 1e-9)
         dist = dist**2 + NARROWER * narrower**2  # [n, k]
         cost, back = dist[0], np.zeros(cand.shape, np.int64)
         for t in range(1, len(shapes)):
@@ -240,7 +238,6 @@ def build_library(
         windows,
         to_window,
         (coefficients / space.scale).astype(np.float32),
-        mouth_openings(space, coefficients).astype(np.float32),
         frames.astype(np.int64),
         thumbs,
         points.astype(np.float32),

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from dataclasses import replace
+from types import SimpleNamespace
 
 import cv2
 import numpy as np
@@ -16,12 +17,13 @@ from hygie_lib.inference import MouthModel
 from hygie_lib.io import HygieError
 from hygie_lib.render import Painter, audio_features, detail_size, render_frames, video_images
 from hygie_lib.retrieve import DETAIL, THUMB, MouthLibrary, build_library, real_detail, reshape_mouths
-from hygie_lib.shape import MOUTH, MOUTH_OUTER
+from hygie_lib.shape import MOUTH, MOUTH_INNER, MOUTH_OUTER, ShapeSpace
 from hygie_lib.video import iter_frames
 
 
 def library(n: int = 40, seed: int = 0) -> MouthLibrary:
-    """Mouths whose brightness is their opening: frame i is i / n bright, and its shape, in spread units, 3.5 i / n."""
+    """Mouths whose brightness is their opening: frame i is i / n bright and open, and its shape, in spread units,
+    3.5 i / n."""
     rng = np.random.default_rng(seed)
     bright = (np.arange(n) / n)[:, None].astype(np.float32)
     crops = np.repeat((bright[:, :, None, None] * 255).astype(np.uint8), 8, 1).repeat(8, 2).repeat(3, 3)
@@ -29,8 +31,12 @@ def library(n: int = 40, seed: int = 0) -> MouthLibrary:
     mask = np.ones((8, 8), np.uint8)
     points = np.zeros((n, 1, 2), np.float32)  # no mouth points: these tests never reshape
     same = np.tile(np.eye(2, 3, dtype=np.float32), (n, 1, 1))  # the windows are the crops
-    shapes, frames = bright * 3.5, np.arange(n) * 3  # frames 0, 3, ...: none follows another
-    return MouthLibrary(crops, same, shapes, bright[:, 0], frames, thumbs, points, mask, DATA, None)
+    frames = np.arange(n) * 3  # frames 0, 3, ...: none follows another
+    opens = np.zeros((1, len(MOUTH), 3))
+    opens[0, MOUTH_INNER[: len(MOUTH_INNER) // 2], 1] = 1.0  # one coefficient: the lower inner lip's drop
+    space = ShapeSpace(np.zeros((1, 3)), np.zeros(opens.size), opens.reshape(1, -1), np.array([1 / 3.5]))
+    model = SimpleNamespace(space=space)  # all that choosing reads of the shape model
+    return MouthLibrary(crops, same, bright * 3.5, frames, thumbs, points, mask, DATA, model)
 
 
 def clip_library(demo: dict, frames: np.ndarray | None = None) -> MouthLibrary:
@@ -43,24 +49,27 @@ def clip_library(demo: dict, frames: np.ndarray | None = None) -> MouthLibrary:
 def test_the_path_follows_the_wanted_shapes_and_stays_smooth():
     lib = library()
     wanted = np.array([[0.1], [0.1], [0.5], [0.52], [0.9]], np.float32) * 3.5
-    picks = lib.choose(wanted, wanted[:, 0] / 3.5)
+    picks = lib.choose(wanted)
     np.testing.assert_allclose(lib.shapes[picks, 0], wanted[:, 0], atol=0.2)
     jittery = np.array([[0.50], [0.53], [0.50], [0.53], [0.50]], np.float32) * 3.5  # tiny wiggles: no flicker
-    assert len(set(lib.choose(jittery, jittery[:, 0] / 3.5))) == 1
+    assert len(set(lib.choose(jittery))) == 1
 
 
 def test_real_runs_of_the_recording_are_preferred():
     lib = library()
     lib = replace(lib, frames=np.arange(len(lib.shapes)))  # now frame i+1 follows i
     wanted = lib.shapes[10:20] - 0.04  # between library shapes: several are as near
-    assert list(lib.choose(wanted, wanted[:, 0] / 3.5)) == list(range(10, 20))  # the recording's own order wins
+    assert list(lib.choose(wanted)) == list(range(10, 20))  # the recording's own order wins
 
 
-def test_a_mouth_less_open_than_wanted_costs_more():
+def test_a_mouth_less_open_than_wanted_costs_more(monkeypatch):
     lib = library()  # mouth i: shape 3.5 i / 40, opening i / 40
     wanted = np.array([[0.915]])  # 0.04 above mouth 10, 0.0475 below mouth 11
-    assert lib.choose(wanted, np.zeros(1)) == [10]  # the nearest, when neither is narrower than wanted
-    assert lib.choose(wanted, wanted[:, 0] / 3.5) == [11]  # mouth 10 is less open: reshaping could not open it
+    space = lib.model.space
+    np.testing.assert_allclose(retrieve.mouth_openings(space, lib.shapes * space.scale), lib.shapes[:, 0] / 3.5)
+    assert lib.choose(wanted) == [11]  # mouth 10 is less open: reshaping could not open it
+    monkeypatch.setattr(retrieve, "NARROWER", 0.0)
+    assert lib.choose(wanted) == [10]  # the nearest, when being narrower costs nothing
 
 
 def test_reshaping_moves_the_mouth_points_and_holds_the_border():
