@@ -9,7 +9,7 @@ costing little to go from one to the next (none when the next is the recording's
 recording play as they were), and not less open than wanted: reshaping can close a mouth, not open one.
 `reshape_mouths` moves each chosen mouth onto its wanted shape (rendering alone uses it: training does not depend on
 this file). `real_detail` gives a drawn mouth real fine detail: the chosen one's on the lips and where the jaw moved,
-the template frame's where nothing moved (render.mouth blend).
+the template frame's where nothing moved, moved onto the drawn edges (render.mouth blend).
 """
 
 from __future__ import annotations
@@ -39,6 +39,8 @@ AGREE_SCALE = 8  # the template gives its detail where, blurred AGREE_SCALE x DE
 AGREE_LEVELS = 20.0  # within about this many grey levels (mean over RGB)
 LIPS_MARGIN = 4  # blend takes the library mouth's detail this many DETAIL sigmas beyond the outer lips, always
 FAR_MARGIN = 2  # the template's detail is taken as it is this many DETAIL sigmas away from both mouths' hulls
+EDGE_LEVELS = 40.0  # its detail is moved onto the drawn edges near its own, which rise this many grey levels per sigma
+FLOW_MAX = 4  # ... by at most this many DETAIL sigmas
 RESHAPE_BORDER = 8  # points per side of the crop that a reshaped mouth holds still
 RESHAPE_GRID = 20  # the reshaping's displacement is computed on this grid and interpolated (it is smooth)
 RESHAPE_SMOOTH = 1.0  # thin-plate regularisation: points that coincide (closed lips) may ask for different moves
@@ -256,8 +258,9 @@ def real_detail(
     template's `own_points`, in D pixels, grown by LIPS_MARGIN) it is that of `real` (library mouths reshaped to
     `wanted`: their lips and teeth); elsewhere that of `own` (the template frame's own pixels) where it shows what was
     drawn or lies beyond FAR_MARGIN of both mouths (nothing there moves with speech), and `real`'s on the rest of both
-    mouths' hulls (where the jaw moved: no template chin edge drawn twice). The regions, smooth, are found at S; the
-    detail is added at D."""
+    mouths' hulls (where the jaw moved: no template chin edge drawn twice). Near the template's edges its detail is
+    moved onto the drawn ones (`_flow`): a collar drawn a few pixels off is sharpened there, not drawn twice. The
+    regions, smooth, are found at S; the detail is added at D."""
     size, side = drawn.shape[1], real.shape[1]
     sigma = DETAIL * size
 
@@ -271,6 +274,7 @@ def real_detail(
     def at(image: np.ndarray, n: int, interp: int = cv2.INTER_AREA) -> np.ndarray:
         return image if image.shape[0] == n else cv2.resize(image, (n, n), interpolation=interp)
 
+    grid = np.stack(np.meshgrid(np.arange(side, dtype=np.float32), np.arange(side, dtype=np.float32)), -1)
     out = np.empty((len(drawn), side, side, 3), np.uint8)
     for i in range(len(drawn)):
         mouths, lips = np.zeros((2, size, size), np.uint8)
@@ -286,9 +290,28 @@ def real_detail(
         fits = np.maximum(np.exp(-((differ / AGREE_LEVELS) ** 2)), far)  # where the template's detail fits
         keep = (1.0 - lips) * fits  # the template's detail
         take = lips + (1.0 - lips) * (1.0 - fits) * feathered(mouths)  # the library mouth's
-        mix = at(cv2.GaussianBlur(d, (0, 0), sigma), side, cv2.INTER_LINEAR)
+        coarse = cv2.GaussianBlur(d, (0, 0), sigma)
+        mix = at(coarse, side, cv2.INTER_LINEAR)
         for image, weight in ((r, take), (o, keep)):  # the low-pass taken at S: nothing it keeps is finer
-            detail = image - at(cv2.GaussianBlur(at(image, size), (0, 0), sigma), side, cv2.INTER_LINEAR)
+            low = cv2.GaussianBlur(at(image, size), (0, 0), sigma)
+            detail = image - at(low, side, cv2.INTER_LINEAR)
+            if image is o:  # onto the drawn edges
+                flow = at(_flow(coarse, low, sigma), side, cv2.INTER_LINEAR) * (side / size)
+                detail = cv2.remap(detail, grid + flow, None, cv2.INTER_CUBIC, borderMode=cv2.BORDER_REPLICATE)
             mix += at(weight, side, cv2.INTER_LINEAR)[..., None] * detail
         out[i] = np.clip(mix + 0.5, 0, 255).astype(np.uint8)
     return out
+
+
+def _flow(a: np.ndarray, b: np.ndarray, sigma: float) -> np.ndarray:
+    """Where image b's edges lie in image a ([H, W, 3] float 0-255, both low-passed by `sigma` px): a flow [H, W, 2]
+    float32, a(p) showing what b shows at p + flow(p) (OpenCV's DIS, fast preset, on grey), near b's edges alone (in
+    flat skin a flow is a guess, and moving texture by a guess blurs it) and at most FLOW_MAX sigmas long."""
+    a, b = (cv2.cvtColor(np.clip(x, 0, 255).astype(np.uint8), cv2.COLOR_RGB2GRAY) for x in (a, b))
+    flow = cv2.DISOpticalFlow_create(cv2.DISOPTICAL_FLOW_PRESET_FAST).calc(a, b, None)
+    step = cv2.magnitude(cv2.Sobel(b, cv2.CV_32F, 1, 0), cv2.Sobel(b, cv2.CV_32F, 0, 1)) * (sigma / 8)  # grey levels
+    edges = np.clip(2 * step / EDGE_LEVELS - 1, 0, 1)  # none below half EDGE_LEVELS, whole from EDGE_LEVELS
+    reach = 2 * round(FLOW_MAX * sigma) + 1  # an edge moved that far: the band it may land in
+    on_edges = cv2.GaussianBlur(cv2.dilate(edges, np.ones((reach, reach), np.uint8)), (0, 0), sigma)
+    length = cv2.magnitude(flow[..., 0], flow[..., 1])
+    return flow * (on_edges * np.minimum(1.0, FLOW_MAX * sigma / np.maximum(length, 1e-6)))[..., None]

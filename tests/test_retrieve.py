@@ -146,6 +146,24 @@ def test_blend_keeps_the_drawn_shape_with_real_detail_on_the_mouth_and_the_templ
     np.testing.assert_array_equal(same, real)  # nothing to add when the drawing is the real mouth
 
 
+def test_the_templates_edge_sharpens_the_drawn_one_instead_of_doubling_it():
+    """A collar's V far below the mouths that the generator draws 8 px lower than the template shows it: the
+    template's detail is moved onto the drawn edge, which it sharpens, not added where the template had it (a dark
+    line along the collar: README, "Sharp mouths")."""
+    size = 320
+    ys, xs = np.mgrid[:size, :size].astype(np.float32)
+    collar = lambda lower: np.where(ys < 250 + lower + np.abs(xs - 160) / 2, 80.0, 220.0)[..., None].repeat(3, 2)  # noqa: E731
+    own = collar(0).astype(np.uint8)  # skin above the V, a white collar below; the jaw ends at row 220
+    drawn = cv2.GaussianBlur(collar(8), (0, 0), 2 * DETAIL * size).astype(np.uint8)  # soft, 8 px lower
+    points = _mouth_points(size)[None]
+    out = real_detail(drawn[None], own[None], own[None], points, points)[0].astype(float)
+    for x in (110, 210):  # the V's edge at row 275 in the template, 283 as drawn
+        column = out[230:, x].mean(-1)
+        assert column.min() > 80 - 10, x  # no line darker than the skin (the template's detail left in place: 29)
+        steps = column[2:] - column[:-2]  # rise over 2 px
+        assert 281 <= steps.argmax() + 231 <= 285 and steps.max() > 100, x  # sharp, where drawn (drawn: 10 per 2 px)
+
+
 def test_library_of_a_clip_round_trips_and_gives_its_crops_at_their_own_shapes(tmp_path, demo):
     tpl, frames = demo["template"], np.arange(0, len(demo["template"].crops), 2)
     lib = clip_library(demo, frames)
