@@ -45,6 +45,7 @@ sys.path.insert(0, str(ROOT / "tests"))  # the headless Chromium driver of the b
 from render import make_inputs  # noqa: E402
 
 from hygie_lib.audio import load_audio  # noqa: E402
+from hygie_lib.audio2shape import LIVE_LEAD  # noqa: E402
 from hygie_lib.blend import BLENDS  # noqa: E402
 from hygie_lib.crops import Crops  # noqa: E402
 from hygie_lib.inference import MouthModel  # noqa: E402
@@ -138,7 +139,7 @@ def sync_check(model_path: str, seconds: float, chunk_ms: float, work: Path) -> 
     import pandas as pd
 
     raw = ROOT / "data" / "raw"
-    model = MouthModel(model_path)
+    model = MouthModel(model_path, lead=LIVE_LEAD)
     fps, sr, video = model.data.fps, model.data.sr, raw / "template_idle.mp4"
     tpl = prepare_template(video, model.data)
     frames = TemplateFrames.of(video, tpl)
@@ -185,7 +186,7 @@ def transport(inputs: dict[str, str], seconds: float = 10.0) -> None:
     of WebRTC or MSE). Encoding time per frame, size per frame, and the frames the encoder holds back."""
     import av
 
-    model, tpl = MouthModel(inputs["model"]), Crops.load(inputs["crops"])
+    model, tpl = MouthModel(inputs["model"], lead=LIVE_LEAD), Crops.load(inputs["crops"])
     frames = TemplateFrames.of(inputs["template"], tpl)
     session = LiveSession(model, tpl, frames, blend="feather")
     live = [*session.push(load_audio(inputs["audio"], model.data.sr)[: int(seconds * model.data.sr)]), *session.flush()]

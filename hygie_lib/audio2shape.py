@@ -30,6 +30,12 @@ MAX_GAIN = 3.0  # the most a predicted shape coefficient's spread is stretched b
 SILENCE_DB = 30.0  # a frame more than this below the audio's loud level is silent
 LOUD_DECAY_DB = 0.12  # the loud level follows the audio's peaks, falling this much per frame (3 dB/s at 25 fps)
 SPEECH_HANGOVER = 2  # frames around speech still count as speech (the mouth opens before the sound and closes after)
+SPEECH_LEAD = 8  # ... and before it, audio -> shape speaks this many frames: the mouth opens as the speaker breathes in
+# (README, "Open before speaking"); a stream waits for them,
+BREATH = 12  # ... after a pause this long (0.48 s of silence); through a shorter gap the lips may stay shut (a stop's
+# closure; hdtf_radio34_8s: 9 frames, shut throughout)
+LIVE_LEAD = 2  # live (`hygie serve`) takes fewer: 6 frames more would add 240 ms of latency
+LEADS = (2, 4, 6, 8, 10, 12, 16)  # learn_shapes measures each (metrics/shape.json: aperture_corr_by_lead)
 
 
 def frame_features(mel: np.ndarray, per_frame: int) -> np.ndarray:
@@ -104,10 +110,10 @@ class AudioToShape:
     smooth: float  # Gaussian smoothing of the predictions over time, sigma in frames (0 = none)
     loud: float  # the training audio's loud level (95th percentile of its frame energy): where the silence gate starts
 
-    def predict(self, mel: np.ndarray, per_frame: int, *, offset: int = 0) -> np.ndarray:
+    def predict(self, mel: np.ndarray, per_frame: int, *, offset: int = 0, lead: int = SPEECH_LEAD) -> np.ndarray:
         """Shape coefficients [n_frames, K] for every frame of `mel` [n_mels, C] (new audio: offset 0): the
-        `ShapeStream` fed the whole mel, so a stream gives the same shapes."""
-        stream = ShapeStream(self, per_frame)
+        `ShapeStream` fed the whole mel, so a stream of the same `lead` gives the same shapes."""
+        stream = ShapeStream(self, per_frame, lead)
         out = np.vstack([stream.push(mel), stream.flush()])
         return out[np.clip(np.arange(len(out)) + offset, 0, len(out) - 1)]
 
@@ -116,11 +122,6 @@ class AudioToShape:
         """Frames either side that the temporal smoothing reaches: its Gaussian is cut at one sigma, as every frame
         it reaches past a frame adds 40 ms to a live stream's latency."""
         return int(np.ceil(self.smooth))
-
-    @property
-    def lookahead(self) -> int:
-        """Frames of audio past a frame that its shape depends on: the window, the speech hangover, the smoothing."""
-        return max(self.half, SPEECH_HANGOVER) + self.radius
 
     @classmethod
     def untrained(cls, k: int, half: int = 2) -> AudioToShape:
@@ -212,10 +213,13 @@ def estimate_offset(
 class ShapeStream:
     """`AudioToShape.predict` for mel columns arriving in chunks: each frame's shape as soon as the audio
     `lookahead` frames past it has arrived, the same numbers whatever the chunking (every frame computed on its own).
+    A silent frame rests the mouth unless speech lies within SPEECH_HANGOVER frames before it or `lead` after it.
     Only the frames still needed are kept: memory stays flat over a session of any length."""
 
-    def __init__(self, predictor: AudioToShape, per_frame: int) -> None:
-        self.p, self.per_frame = predictor, per_frame
+    def __init__(self, predictor: AudioToShape, per_frame: int, lead: int = SPEECH_LEAD) -> None:
+        self.p, self.per_frame, self.lead = predictor, per_frame, lead
+        if lead < SPEECH_HANGOVER:
+            raise ValueError(f"lead {lead}: below SPEECH_HANGOVER ({SPEECH_HANGOVER}), which a mouth always opens for")
         r = predictor.radius
         kernel = np.exp(-0.5 * (np.arange(-r, r + 1) / max(predictor.smooth, 1e-9)) ** 2)
         self.kernel = kernel / kernel.sum()
@@ -226,6 +230,11 @@ class ShapeStream:
         self.speech = np.zeros(0, bool)  # speech flags of frames base..n-1
         self.gated = np.zeros((0, predictor.weights.shape[1]))  # shapes before smoothing, frames base..g-1
         self.n = self.done = 0  # frames heard; frames whose shape is out
+
+    @property
+    def lookahead(self) -> int:
+        """Frames of audio past a frame that its shape depends on: the window, the lead, the smoothing."""
+        return max(self.p.half, self.lead) + self.p.radius
 
     def push(self, mel: np.ndarray) -> np.ndarray:
         """The shapes [new, K] of the frames these columns [n_mels, C] complete (lookahead frames behind)."""
@@ -247,16 +256,20 @@ class ShapeStream:
         """Gate and smooth every frame whose inputs are all known; return the newly finished shapes."""
         p, n, b = self.p, self.n, self.base
         g = b + len(self.gated)
-        gate_end = n if final else max(g, n - max(p.half, SPEECH_HANGOVER))
+        gate_end = n if final else max(g, n - max(p.half, self.lead))
         if gate_end > g:
             t = np.arange(g, gate_end)
             idx = np.clip(t[:, None] + np.arange(-p.half, p.half + 1), 0, n - 1) - b
             x = self.feats[idx].reshape(len(t), -1)
             raw = np.einsum("nd,dk->nk", x, p.weights[:-1]) + p.weights[-1]  # einsum: each row on its own
-            h = t[:, None] + np.arange(-SPEECH_HANGOVER, SPEECH_HANGOVER + 1)
-            heard = (h >= 0) & (h < n)
-            silent = ~(self.speech[np.clip(h, 0, n - 1) - b] & heard).any(1)
-            raw[silent] = p.rest
+            rel = np.arange(-BREATH, self.lead + 1)
+            h = t[:, None] + rel
+            speech = self.speech[np.clip(h, 0, n - 1) - b] & (h >= 0) & (h < n)
+            near = speech[:, np.abs(rel) <= SPEECH_HANGOVER].any(1)
+            k = np.argmax(speech[:, rel > 0] | (rel[rel > 0] == self.lead), 1) + 1  # frames to speech (or lead)
+            coming = speech[np.arange(len(t)), BREATH + k]  # speech within `lead` frames...
+            paused = ~(speech[:, :BREATH] & (rel[:BREATH] >= (k - BREATH)[:, None])).any(1)  # ... after BREATH silent
+            raw[~near & ~(coming & paused)] = p.rest
             self.gated = np.vstack([self.gated, raw])
         end = gate_end if final else max(self.done, gate_end - p.radius)
         if end <= self.done:
@@ -266,7 +279,7 @@ class ShapeStream:
         for j, w in zip(range(-p.radius, p.radius + 1), self.kernel):  # the same order for every frame
             out += w * self.gated[np.clip(t + j, 0, gate_end - 1) - b]
         self.done = end
-        keep = max(0, self.done - max(p.radius, p.half, SPEECH_HANGOVER) - b)  # rows no later frame reaches
+        keep = max(0, self.done - max(p.radius, p.half, BREATH) - b)  # rows no later frame reaches
         self.feats, self.speech, self.gated = self.feats[keep:], self.speech[keep:], self.gated[keep:]
         self.base = b + keep
         return out
@@ -333,7 +346,8 @@ def learn_shapes(
     `av_offset` "auto" estimates the recording's A/V offset on all its frames (one number: the held-out block's
     mouths are never fitted), else it is taken as given. Returns the model and its metrics: the offset, its
     confidence and per-shift scores, the cross-validated explained variance, and `aperture_corr`, how well the
-    predicted shapes' mouth opening follows the real one on held-out frames (the ceiling for any renderer).
+    predicted shapes' mouth opening follows the real one on held-out frames (the ceiling for any renderer;
+    `aperture_corr_live` with live's shorter lead, `aperture_corr_by_lead` with each of LEADS).
     """
     from hygie_lib.metrics import closed_level, mouth_aperture
     from hygie_lib.split import time_split
@@ -373,14 +387,18 @@ def learn_shapes(
         weight=weight,
         rest=shapes[closed].mean(0),
     )
-    predicted = predictor.predict(mel, per_frame, offset=offset)
     val = split.val_frames
-    placed = landmarks[val].copy()
-    placed[:, MOUTH, :2] = space.place(predicted[val], landmarks[val])
-    real, pred = mouth_aperture(landmarks[val]), mouth_aperture(placed)
+    real, placed = mouth_aperture(landmarks[val]), landmarks[val].copy()
+    by_lead = {}
+    for lead in LEADS:
+        predicted = predictor.predict(mel, per_frame, offset=offset, lead=lead)
+        placed[:, MOUTH, :2] = space.place(predicted[val], landmarks[val])
+        by_lead[str(lead)] = round(float(np.corrcoef(real, mouth_aperture(placed))[0, 1]), 4)
     metrics.update(
+        aperture_corr=by_lead[str(SPEECH_LEAD)],
+        aperture_corr_live=by_lead[str(LIVE_LEAD)],
+        aperture_corr_by_lead=by_lead,
         explained_variance_cv=round(cv, 4),
-        aperture_corr=round(float(np.corrcoef(real, pred)[0, 1]), 4),
         components=space.k,
         train_frames=len(split.train_frames),
         heldout_frames=len(val),

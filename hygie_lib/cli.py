@@ -143,10 +143,11 @@ def cmd_say(args: argparse.Namespace) -> int:
 def cmd_serve(args: argparse.Namespace) -> int:
     from aiohttp import web
 
+    from hygie_lib.audio2shape import LIVE_LEAD
     from hygie_lib.inference import MouthModel
     from hygie_lib.serve import Server, load_templates
 
-    model = MouthModel(args.model, args.backend)
+    model = MouthModel(args.model, args.backend, lead=LIVE_LEAD)
     templates = load_templates(args.template, model)
     server = Server(model, templates, blend=args.blend, max_sessions=args.max_sessions)
     print(f"templates: {', '.join(templates)}; open http://{args.host}:{args.port}/ (Ctrl+C stops)")

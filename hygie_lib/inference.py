@@ -20,7 +20,7 @@ import numpy as np
 import torch
 
 from hygie_lib.audio import Mel, MelStream, MelWindowStream, mel_windows
-from hygie_lib.audio2shape import ShapeModel, ShapeStream
+from hygie_lib.audio2shape import SPEECH_LEAD, ShapeModel, ShapeStream
 from hygie_lib.checkpoint import DataInfo, load_checkpoint
 from hygie_lib.crops import Crops
 from hygie_lib.io import HygieError
@@ -68,12 +68,18 @@ class MouthModel:
     """A trained mouth model for inference: `hear` an audio, then `generate` mouths frame batch by frame batch.
 
     `data` says how its inputs must be made, `mask` [S, S] is the region it regenerates, `shapes` is the
-    recording's shape model (audio -> mouth shape, A/V offset).
+    recording's shape model (audio -> mouth shape, A/V offset), `lead` the frames before speech its mouths may open
+    (`ShapeStream`: more for a render, fewer for live, where each costs 40 ms of latency).
     """
 
-    def __init__(self, path: str | os.PathLike, backend: str = "onnx", threads: int | None = None) -> None:
+    lead = SPEECH_LEAD
+
+    def __init__(
+        self, path: str | os.PathLike, backend: str = "onnx", threads: int | None = None, *, lead: int = SPEECH_LEAD
+    ) -> None:
         """Load a checkpoint (.pt, run by `backend`), an exported .onnx, or a mouth library (.npz: the fast path,
         which draws nothing and renders with render.mouth retrieve only)."""
+        self.lead = lead
         if backend not in BACKENDS:
             raise HygieError(f"render.backend: {backend!r} is not one of {', '.join(BACKENDS)}.")
         path = Path(path)
@@ -170,7 +176,7 @@ class MouthModel:
 
     def mouth_shapes(self, mel: Mel, *, offset: int = 0) -> np.ndarray:
         """The mouth shape [n_frames, K] the audio asks for at every frame (the recording's shape model)."""
-        return self.shapes.predictor.predict(mel.mel, mel.per_frame, offset=offset)
+        return self.shapes.predictor.predict(mel.mel, mel.per_frame, offset=offset, lead=self.lead)
 
     def hear(self, mel: Mel, *, offset: int = 0) -> np.ndarray:
         """What the model hears of a whole audio, one row per output frame (the rows of `condition_stream`): its
@@ -190,7 +196,7 @@ class MouthModel:
         """What the model hears of audio arriving in chunks: mel columns in, one row per frame out (its mouth shape,
         or its mel window), the same rows as `hear` gives for the whole audio."""
         if self.cond == "shape":
-            return ShapeStream(self.shapes.predictor, self.data.mel_per_frame)
+            return ShapeStream(self.shapes.predictor, self.data.mel_per_frame, self.lead)
         return MelWindowStream(self.data.mel_per_frame, self.data.mel_win)
 
     def conditions(self, rows: np.ndarray, landmarks: np.ndarray, boxes: np.ndarray) -> np.ndarray:
@@ -205,7 +211,7 @@ class MouthModel:
         """Seconds of audio past a frame's time that its mouth depends on: the least latency of a live stream."""
         d = self.data
         if self.cond == "shape":  # the last column of the last frame the shape hears
-            cols = (self.shapes.predictor.lookahead + 1) * d.mel_per_frame - 1
+            cols = (self.condition_stream().lookahead + 1) * d.mel_per_frame - 1
         else:  # the last column of the mel window
             cols = d.mel_win - d.mel_win // 2 - 1
         return cols / (d.fps * d.mel_per_frame) + d.n_fft // 2 / d.sr

@@ -6,9 +6,10 @@ client, and its mouth region (losslessly) for the server. Mono PCM goes in, in c
 that region is made and sent: the client keeps the template's frames, so the server neither decodes nor encodes
 whole frames. The log-mel (`MelStream`) and what the model hears (its `condition_stream`) are computed as the
 audio arrives, and a frame is drawn once the audio `model.lookahead` seconds past it is in: that is the least
-latency. The mouths are pasted by `render`'s `Painter`, from the same numbers whatever the chunk sizes, so a
-session fed a file gives, region for region, the frames `render` writes (a test). With no speech the mouth closes
-and the template keeps playing (ping-pong): a server feeds silence when nothing comes.
+latency: `hygie serve` loads its model with `lead=LIVE_LEAD`, so its mouths open as speech starts, not before it as a
+render's do. The mouths are pasted by `render`'s `Painter`, from the same numbers whatever the chunk sizes, so a
+session fed a file gives, region for region, the frames `render` writes with that model (a test). With no speech the
+mouth closes and the template keeps playing (ping-pong): a server feeds silence when nothing comes.
 """
 
 from __future__ import annotations

@@ -10,7 +10,7 @@ import pytest
 from conftest import save_model
 
 from hygie_lib.audio import MelStream, MelWindowStream, frame_energy, load_audio, log_mel, mel_windows
-from hygie_lib.audio2shape import AudioToShape, ShapeModel, ShapeStream
+from hygie_lib.audio2shape import BREATH, LIVE_LEAD, SPEECH_HANGOVER, SPEECH_LEAD, AudioToShape, ShapeModel, ShapeStream
 from hygie_lib.inference import MouthModel
 from hygie_lib.io import HygieError
 from hygie_lib.live import LiveSession, TemplateFrames
@@ -51,15 +51,29 @@ def test_shape_stream_gives_predict_for_any_chunking():
     predictor = AudioToShape(
         rng.normal(-4, 1, 40), rng.uniform(1, 3, 40), rng.normal(0, 0.1, (201, k)), np.ones(k), 2, 1.0, loud
     )
-    whole = predictor.predict(mel, 4)
-    assert whole.shape == (100, k) and np.isclose(whole, 1.0).all(1).any()  # silences drawn at rest
-    for _ in range(3):
-        stream = ShapeStream(predictor, 4)
-        parts = [stream.push(c) for c in chunked(mel, rng, 30)]
-        assert len(stream.feats) <= 2 * predictor.lookahead + 2  # only the frames still needed are kept
-        np.testing.assert_array_equal(np.vstack([*parts, stream.flush()]), whole)
-    stream = ShapeStream(predictor, 4)
-    assert len(stream.push(mel[:, :40])) == 10 - predictor.lookahead  # a frame waits for the audio it hears
+    for lead in (SPEECH_LEAD, LIVE_LEAD):  # a render's, live's
+        whole = predictor.predict(mel, 4, lead=lead)
+        assert whole.shape == (100, k) and np.isclose(whole, 1.0).all(1).any()  # silences drawn at rest
+        for _ in range(3):
+            stream = ShapeStream(predictor, 4, lead)
+            parts = [stream.push(c) for c in chunked(mel, rng, 30)]
+            assert len(stream.feats) <= stream.lookahead + BREATH + 2  # only the frames still needed are kept
+            np.testing.assert_array_equal(np.vstack([*parts, stream.flush()]), whole)
+        stream = ShapeStream(predictor, 4, lead)
+        assert len(stream.push(mel[:, :40])) == 10 - stream.lookahead  # a frame waits for the audio it hears
+
+
+def test_the_mouth_opens_before_speech_after_a_pause_and_closes_after_it():
+    k, h = 3, SPEECH_HANGOVER
+    mel = np.full((80, 4 * 100), -20.0)  # silence, 87 dB below the speech
+    mel[:, 4 * 40 : 4 * 60] = mel[:, 4 * 66 : 4 * 80] = 0.0  # speech after a pause, then after a gap of 6 frames
+    weights = np.zeros((5 * 40 + 1, k))
+    weights[-1] = 1.0  # audio -> shape says "open" for any audio; silence rests at 0
+    predictor = AudioToShape(np.zeros(40), np.ones(40), weights, np.zeros(k), 2, 0.0, float(np.log(80)))
+    assert 2 * h < 6 < BREATH
+    for lead in (SPEECH_LEAD, LIVE_LEAD):
+        opened = np.flatnonzero(predictor.predict(mel, 4, lead=lead)[:, 0] > 0.5)
+        np.testing.assert_array_equal(opened, np.r_[40 - lead : 60 + h, 66 - h : 80 + h])
 
 
 def test_mel_window_stream_gives_mel_windows_for_any_chunking():
@@ -81,7 +95,7 @@ def template_frames(demo):
 def test_a_live_session_fed_a_file_in_chunks_gives_the_frames_render_writes(demo, template_frames, tmp_path, cond):
     shapes = demo["shapes"]
     smooth = ShapeModel(shapes.space, replace(shapes.predictor, smooth=1.0), 0)  # smoothing looks ahead too
-    model = MouthModel(save_model(tmp_path / "m.pt", smooth, cond=cond), backend="torch")
+    model = MouthModel(save_model(tmp_path / "m.pt", smooth, cond=cond), backend="torch", lead=LIVE_LEAD)  # as serve's
     tpl, video = demo["template"], demo["template_video"]
     y = load_audio(demo["audio"], SR)
     rendered = list(render_frames(model, tpl, video, audio_features(demo["audio"], model.data), blend="feather"))
@@ -107,7 +121,7 @@ def test_a_live_session_fed_a_file_in_chunks_gives_the_frames_render_writes(demo
 
 
 def test_silence_keeps_the_template_playing_with_the_mouth_at_rest_and_memory_flat(demo, template_frames):
-    model = MouthModel(demo["model"], backend="torch")
+    model = MouthModel(demo["model"], backend="torch", lead=LIVE_LEAD)
     session = LiveSession(model, demo["template"], template_frames, blend="feather")
     chunks = [session.push(np.zeros(SR // 5, np.float32)) for _ in range(20)]  # 4 s of silence, 0.2 s at a time
     assert sum(map(len, chunks)) == int((4.0 - model.lookahead) * 25) + 1  # 25 fps, each once its lookahead is in

@@ -66,7 +66,9 @@ def test_audio_predicts_obamas_mouth_on_held_out_frames(clips):
         c["landmarks"], face, mel_of(c["audio"]).mel, 4, train_split=0.75, components=8, half=2, smooth=1.0
     )
     assert 5 <= metrics["av_offset"] <= 8  # the audio lags the video by about 6 frames (README of the clips: ~6)
-    assert metrics["aperture_corr"] >= 0.5  # measured 0.69: the ceiling of what any renderer can show
+    assert metrics["aperture_corr"] >= 0.5  # measured 0.71: the ceiling of what any renderer can show
+    # he opens his mouth before he speaks (README, "Open before speaking"): measured 0.714 against 0.688 without
+    assert metrics["aperture_corr"] >= metrics["aperture_corr_live"] + 0.01
     assert model.offset == metrics["av_offset"]
 
 
