@@ -213,7 +213,8 @@ def estimate_offset(
 class ShapeStream:
     """`AudioToShape.predict` for mel columns arriving in chunks: each frame's shape as soon as the audio
     `lookahead` frames past it has arrived, the same numbers whatever the chunking (every frame computed on its own).
-    A silent frame rests the mouth unless speech lies within SPEECH_HANGOVER frames before it or `lead` after it.
+    A silent frame rests the mouth unless speech lies within SPEECH_HANGOVER frames of it, or within `lead` frames
+    after it following a pause of BREATH frames or more (the audio's start counts as one).
     Only the frames still needed are kept: memory stays flat over a session of any length."""
 
     def __init__(self, predictor: AudioToShape, per_frame: int, lead: int = SPEECH_LEAD) -> None:
