@@ -34,6 +34,8 @@ JUMP = 1.0  # weight of the visual jump between two consecutive picks (thumbnail
 SWITCH = 0.05  # cost of leaving the recording's own order, even between similar mouths
 NARROWER = 1.0  # cost of a mouth less open than wanted, per spread of the library's openings, squared: reshaping
 # stretches a closed mouth's lips but cannot show the inside it never recorded (README, "Sharp mouths")
+SOFTER = 0.25  # cost of a mouth whose lips hold less fine detail than the sharpest candidate's, per share, squared:
+# recorded mouths can be soft (motion blur, focus), and blend takes its lips' detail from the chosen one
 DETAIL = 1 / 64  # blend keeps the drawn mouth's detail coarser than this share of the crop's side (2.5 px at 160 px)
 AGREE_SCALE = 8  # the template gives its detail where, blurred AGREE_SCALE x DETAIL, it is near the drawn mouth:
 AGREE_LEVELS = 20.0  # within about this many grey levels (mean over RGB)
@@ -117,6 +119,15 @@ class MouthLibrary:
         to_window[:, :, :2] /= scale
         return reshape_mouths(self.windows[picks], self.points[picks] * scale, points, size, to_window, to_crop)
 
+    def lip_detail(self) -> np.ndarray:
+        """Each mouth's fine detail [M]: the variance of the grey Laplacian of its recorded pixels on its lips."""
+        out = np.zeros(len(self.windows))
+        for i, (window, points, m) in enumerate(zip(self.windows, self.points, self.to_window)):
+            outline = np.round(points[MOUTH_OUTER] @ m[:, :2].T + m[:, 2]).astype(np.int32)  # in window pixels
+            lips = cv2.fillConvexPoly(np.zeros(window.shape[:2], np.uint8), cv2.convexHull(outline), 1) > 0
+            out[i] = cv2.Laplacian(cv2.cvtColor(window, cv2.COLOR_RGB2GRAY), cv2.CV_32F)[lips].var()
+        return out
+
     def choose(self, shapes: np.ndarray) -> np.ndarray:
         """Library indices [n] for wanted shapes [n, K] (same units as `self.shapes`): the cheapest Viterbi path."""
         k = min(CANDIDATES, len(self.shapes))
@@ -124,7 +135,9 @@ class MouthLibrary:
         space = self.model.space
         have, want = (mouth_openings(space, s * space.scale) for s in (self.shapes, shapes))
         narrower = np.maximum(want[:, None] - have[cand], 0.0) / max(have.std(), 1e-9)
-        dist = dist**2 + NARROWER * narrower**2  # [n, k]
+        detail = self.lip_detail()[cand]  # [n, k]
+        softer = 1.0 - detail / np.maximum(detail.max(1, keepdims=True), 1e-9)
+        dist = dist**2 + NARROWER * narrower**2 + SOFTER * softer**2  # [n, k]
         cost, back = dist[0], np.zeros(cand.shape, np.int64)
         for t in range(1, len(shapes)):
             a, b = cand[t - 1], cand[t]  # [k] previous and current candidates

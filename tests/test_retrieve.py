@@ -29,7 +29,7 @@ def library(n: int = 40, seed: int = 0) -> MouthLibrary:
     crops = np.repeat((bright[:, :, None, None] * 255).astype(np.uint8), 8, 1).repeat(8, 2).repeat(3, 3)
     thumbs = np.repeat(bright, THUMB * THUMB, 1) + rng.normal(0, 0.01, (n, THUMB * THUMB)).astype(np.float32)
     mask = np.ones((8, 8), np.uint8)
-    points = np.zeros((n, 1, 2), np.float32)  # no mouth points: these tests never reshape
+    points = np.zeros((n, len(MOUTH), 2), np.float32)  # no mouth points: these tests never reshape
     same = np.tile(np.eye(2, 3, dtype=np.float32), (n, 1, 1))  # the windows are the crops
     frames = np.arange(n) * 3  # frames 0, 3, ...: none follows another
     opens = np.zeros((1, len(MOUTH), 3))
@@ -70,6 +70,23 @@ def test_a_mouth_less_open_than_wanted_costs_more(monkeypatch):
     assert lib.choose(wanted) == [11]  # mouth 10 is less open: reshaping could not open it
     monkeypatch.setattr(retrieve, "NARROWER", 0.0)
     assert lib.choose(wanted) == [10]  # the nearest, when being narrower costs nothing
+
+
+def test_of_mouths_nearly_as_near_the_sharper_is_chosen(monkeypatch):
+    rng = np.random.default_rng(0)
+    sharp = rng.integers(0, 256, (2, 8, 8, 3), dtype=np.uint8)  # two mouths of one shape, the second blurred
+    sharp[1] = cv2.GaussianBlur(sharp[0], (0, 0), 1.0)
+    square = np.array([[1, 1], [6, 1], [6, 6], [1, 6]], np.float32)
+    points = np.zeros((2, len(MOUTH), 2), np.float32)
+    points[:, MOUTH_OUTER] = np.resize(square, (len(MOUTH_OUTER), 2))  # the lips: the crop's middle
+    lib = library(2)
+    shapes = np.array([[0.0], [0.05]])  # the blurred one a little nearer the wanted shape
+    lib = replace(lib, windows=sharp[::-1].copy(), points=points, shapes=shapes, thumbs=np.zeros((2, 4)))
+    detail = lib.lip_detail()
+    assert detail[1] > 2 * detail[0] > 0
+    assert list(lib.choose(np.zeros((3, 1)))) == [1, 1, 1]
+    monkeypatch.setattr(retrieve, "SOFTER", 0.0)
+    assert list(lib.choose(np.zeros((3, 1)))) == [0, 0, 0]  # without the cost: the nearest
 
 
 def test_reshaping_moves_the_mouth_points_and_holds_the_border():
