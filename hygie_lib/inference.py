@@ -72,7 +72,7 @@ class MouthModel:
     (`ShapeStream`: more for a render, fewer for live, where each costs 40 ms of latency).
     """
 
-    lead = SPEECH_LEAD
+    lead = SPEECH_LEAD  # (a class default: `from_library` makes models without __init__)
 
     def __init__(
         self, path: str | os.PathLike, backend: str = "onnx", threads: int | None = None, *, lead: int = SPEECH_LEAD

@@ -6,7 +6,8 @@ render from it alone (how the crops and mel were made, the mask, the shape model
 after train_shape while the generator trains. For a sequence of wanted shapes, the K nearest mouths of each frame
 (scikit-learn's KD-tree) are the candidates, and a Viterbi path picks one per frame: close to the wanted shape, and
 costing little to go from one to the next (none when the next is the recording's next frame, so real runs of the
-recording play as they were), and not less open than wanted: reshaping can close a mouth, not open one.
+recording play as they were), not less open than wanted (reshaping can close a mouth, not open one), and as sharp
+as the sharpest candidate (a recording has soft mouths).
 `reshape_mouths` moves each chosen mouth onto its wanted shape (rendering alone uses it: training does not depend on
 this file). `real_detail` gives a drawn mouth real fine detail: the chosen one's on the lips and where the jaw moved,
 the template frame's where nothing moved, moved onto the drawn edges (render.mouth blend).
