@@ -120,13 +120,15 @@ class MouthLibrary:
         to_window[:, :, :2] /= scale
         return reshape_mouths(self.windows[picks], self.points[picks] * scale, points, size, to_window, to_crop)
 
-    def lip_detail(self) -> np.ndarray:
-        """Each mouth's fine detail [M]: the variance of the grey Laplacian of its recorded pixels on its lips."""
-        out = np.zeros(len(self.windows))
-        for i, (window, points, m) in enumerate(zip(self.windows, self.points, self.to_window)):
-            outline = np.round(points[MOUTH_OUTER] @ m[:, :2].T + m[:, 2]).astype(np.int32)  # in window pixels
-            lips = cv2.fillConvexPoly(np.zeros(window.shape[:2], np.uint8), cv2.convexHull(outline), 1) > 0
-            out[i] = cv2.Laplacian(cv2.cvtColor(window, cv2.COLOR_RGB2GRAY), cv2.CV_32F)[lips].var()
+    def lip_detail(self, picks: np.ndarray) -> np.ndarray:
+        """The fine detail [B] of mouths `picks` [B]: the variance of the grey Laplacian of their recorded pixels on
+        their lips."""
+        out = np.zeros(len(picks))
+        for i, j in enumerate(picks):  # one window at a time: the library's windows are large
+            m = self.to_window[j]
+            outline = np.round(self.points[j][MOUTH_OUTER] @ m[:, :2].T + m[:, 2]).astype(np.int32)  # window pixels
+            lips = cv2.fillConvexPoly(np.zeros(self.windows.shape[1:3], np.uint8), cv2.convexHull(outline), 1) > 0
+            out[i] = cv2.Laplacian(cv2.cvtColor(self.windows[j], cv2.COLOR_RGB2GRAY), cv2.CV_32F)[lips].var()
         return out
 
     def choose(self, shapes: np.ndarray) -> np.ndarray:
@@ -136,7 +138,8 @@ class MouthLibrary:
         space = self.model.space
         have, want = (mouth_openings(space, s * space.scale) for s in (self.shapes, shapes))
         narrower = np.maximum(want[:, None] - have[cand], 0.0) / max(have.std(), 1e-9)
-        detail = self.lip_detail()[cand]  # [n, k]
+        used, where = np.unique(cand, return_inverse=True)  # only the candidates' detail is needed
+        detail = self.lip_detail(used)[where].reshape(cand.shape)  # [n, k]
         softer = 1.0 - detail / np.maximum(detail.max(1, keepdims=True), 1e-9)
         dist = dist**2 + NARROWER * narrower**2 + SOFTER * softer**2  # [n, k]
         cost, back = dist[0], np.zeros(cand.shape, np.int64)

@@ -82,7 +82,7 @@ def test_of_mouths_nearly_as_near_the_sharper_is_chosen(monkeypatch):
     lib = library(2)
     shapes = np.array([[0.0], [0.05]])  # the blurred one a little nearer the wanted shape
     lib = replace(lib, windows=sharp[::-1].copy(), points=points, shapes=shapes, thumbs=np.zeros((2, 4)))
-    detail = lib.lip_detail()
+    detail = lib.lip_detail(np.arange(2))
     assert detail[1] > 2 * detail[0] > 0
     assert list(lib.choose(np.zeros((3, 1)))) == [1, 1, 1]
     monkeypatch.setattr(retrieve, "SOFTER", 0.0)
