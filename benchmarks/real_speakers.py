@@ -12,7 +12,7 @@ the generator's best checkpoint at the first validation past each of --minutes o
 --eval-every steps), each cross-checked; the minutes column then counts training alone, as benchmarks/quality_time.py
 does for the demo speaker, e.g. --clips obama_20s --steps 5000 --eval-every 100 --minutes 5 10 20.
 Usage: python benchmarks/real_speakers.py [--clips obama_20s ...] [--steps 1000] [--eval-every N] [--size 160]
-       [--cond shape] [--w-sync 0] [--w-gan 0] [--warp | --no-warp] [--ref-near 0.5]
+       [--cond shape] [--w-sync 0] [--w-gan 0] [--warp | --no-warp] [--ref-near 0.5] [--seed 0]
        [--mouths generate retrieve blend] [--blend poisson] [--reuse] [--minutes 5 10 20] [--out /tmp/real_speakers]
 """
 
@@ -98,6 +98,7 @@ def run_clip(name: str, args: argparse.Namespace) -> dict:
         "gan_warmup": args.gan_warmup,
         "ref_near": train["ref_near"] if args.ref_near is None else args.ref_near,
         "TRAIN_SPLIT": args.split,
+        "seed": args.seed,
     }
     budget = {"steps": args.steps, "eval_every": args.eval_every or args.steps // 10, "patience": 0}
     cfg = TrainConfig.of({**train, **overrides, **budget, "MEL_WIN": MEL_WIN, "lr": 0.002})  # 2x lr: short clips
@@ -177,6 +178,7 @@ def main() -> None:
     )
     ap.add_argument("--ref-near", type=float, help="train.ref_near (default: params.yaml's)")
     ap.add_argument("--gan-warmup", type=int, default=250, help="steps before the adversary joins")
+    ap.add_argument("--seed", type=int, default=0, help="train.seed: the generator's initialisation and batches")
     ap.add_argument(
         "--mouths",
         nargs="+",
