@@ -37,10 +37,11 @@ test: $(STAMP)
 	ruff format --check .
 	python -m pytest
 
+# the README's "Figures": preparation, training throughput, rendering at 720p (the others: the command each gives)
 bench: $(STAMP)
 	python benchmarks/prepare.py
-	python benchmarks/train.py
-	python benchmarks/render.py
+	python benchmarks/train.py --sizes 128 160 --steps 16
+	python benchmarks/render.py --configs onnx:poisson onnx:poisson:blend onnx:poisson:retrieve onnx:feather
 
 clean:
 	rm -rf data/prepared data/rendered models metrics
