@@ -1,4 +1,5 @@
-"""Render: re-voice a template video with new audio, streaming decode -> model in batches -> blend -> encode.
+"""Render: re-voice a template video with new audio, streaming decode -> model in batches -> blend -> encode, the
+steps of consecutive batches overlapping in their own threads.
 
 Memory stays flat with the audio's length: frames are decoded, blended and encoded a batch at a time, and the
 audio to mux is decoded as the video advances. When the audio outlasts the template, the template plays forwards
@@ -14,7 +15,9 @@ import tempfile
 import time
 from collections import defaultdict, deque
 from collections.abc import Iterator
-from concurrent.futures import ThreadPoolExecutor
+from concurrent.futures import Future, ThreadPoolExecutor
+from contextlib import AbstractContextManager
+from dataclasses import dataclass
 from queue import Queue
 
 import cv2
@@ -174,14 +177,19 @@ class Painter:
         """The next `n` output frames, as `images` gives them, with the new mouths pasted in. `heard` [n, ...]: what
         the model heard for each (`MouthModel.hear`; unused by retrieve); `picks` [n]: each frame's library mouth
         (retrieve, blend), reshaped to `wanted` [n, K], the shapes the audio asks for."""
-        # one BLAS thread: the matrices here are small, and idle BLAS threads spinning for work take the CPU that
-        # the encoder and the frame cache need (README, "Figures")
-        with self.threads.limit(limits=1, user_api="blas"):
-            return self._paint(n, heard, picks, wanted)
+        with self.one_blas_thread():
+            return self.paste(self.draw(self.start(n, heard, picks, wanted)))
 
-    def _paint(
-        self, n: int, heard: np.ndarray | None, picks: np.ndarray | None, wanted: np.ndarray | None
-    ) -> list[tuple[int, np.ndarray, tuple[int, int]]]:
+    def one_blas_thread(self) -> AbstractContextManager:
+        """One BLAS thread while painting: the matrices here are small, and idle BLAS threads spinning for work take
+        the CPU that the encoder and the frame cache need (README, "Figures")."""
+        return self.threads.limit(limits=1, user_api="blas")
+
+    def start(
+        self, n: int, heard: np.ndarray | None, picks: np.ndarray | None = None, wanted: np.ndarray | None = None
+    ) -> _Batch:
+        """`paint`'s first step, which needs no model: the next `n` images, and the mouths and conditions the model
+        takes (render_frames starts a batch in one thread while the model draws the one before it in another)."""
         seconds, template, model, size = self.seconds, self.template, self.model, self.size
         ks = np.arange(self.k, self.k + n)
         self.k += n
@@ -192,49 +200,85 @@ class Painter:
         t = time.perf_counter()
         face = template.face[idx]
         f = idx[face]  # template frames with a face
-        crops = template.crops[f]  # [F, S, S, 3]
-        space, landmarks, boxes = model.shapes.space, template.landmarks[f], template.boxes[f]
+        b = _Batch(chunk, face, f, template.boxes[f], template.boxes[f])
+        space, landmarks = model.shapes.space, template.landmarks[f]
         if self.mouth == "generate":
-            ref, paste_boxes = (template.crops[self.refs[f]] if model.reference else None), boxes
+            b.ref = template.crops[self.refs[f]] if model.reference else None
         elif len(f):  # the library's real mouths, given the wanted shape at the template's pose, on the frame's
             lib, want = picks[face], wanted[face]  # pixel grid: pasted (retrieve), or giving the detail (blend)
-            paste_boxes = grid_boxes(boxes, size)
-            to_crop = np.stack([crop_to_crop(to, size, box, size) for to, box in zip(paste_boxes, boxes)])
-            real = self.library.mouths(lib, crop_points(space, want, landmarks, boxes, size), size, to_crop)
-            points = crop_points(space, want, landmarks, paste_boxes, size)  # the wanted mouths in `real`
+            b.paste_boxes = grid_boxes(b.boxes, size)
+            to_crop = np.stack([crop_to_crop(to, size, box, size) for to, box in zip(b.paste_boxes, b.boxes)])
+            b.real = self.library.mouths(lib, crop_points(space, want, landmarks, b.boxes, size), size, to_crop)
+            b.points = crop_points(space, want, landmarks, b.paste_boxes, size)  # the wanted mouths in `real`
             if self.mouth == "blend":  # the generator's reference: the same mouths in its own crops
                 s = template.size
-                small = [cv2.resize(r, (s, s), interpolation=cv2.INTER_AREA) for r in real]
-                ref = np.stack([recrop(r, to, box, s) for r, to, box in zip(small, paste_boxes, boxes)])
+                small = [cv2.resize(r, (s, s), interpolation=cv2.INTER_AREA) for r in b.real]
+                b.ref = np.stack([recrop(r, to, box, s) for r, to, box in zip(small, b.paste_boxes, b.boxes)])
         seconds["crops"] += _lap(t)
         t = time.perf_counter()
-        cond = None if self.mouth == "retrieve" or not len(f) else model.conditions(heard[face], landmarks, boxes)
+        if self.mouth != "retrieve" and len(f):
+            b.cond = model.conditions(heard[face], landmarks, b.boxes)
         seconds["cond"] += _lap(t)
+        return b
+
+    def draw(self, b: _Batch) -> _Batch:
+        """`paint`'s second step: the model draws the mouths of a started batch (retrieve's are the library's)."""
         t = time.perf_counter()
-        if len(f):
-            mouths = real if self.mouth == "retrieve" else model.generate(crops, ref, cond)
-        seconds["model"] += _lap(t)
+        if len(b.frames):
+            crops = self.template.crops[b.frames]
+            b.mouths = b.real if self.mouth == "retrieve" else self.model.generate(crops, b.ref, b.cond)
+        self.seconds["model"] += _lap(t)
+        return b
+
+    def paste(self, b: _Batch) -> list[tuple[int, np.ndarray, tuple[int, int]]]:
+        """`paint`'s last step: a drawn batch's mouths (given real detail, blend) pasted into its images."""
+        seconds, template, model, size, f, mouths = (
+            self.seconds,
+            self.template,
+            self.model,
+            self.size,
+            b.frames,
+            b.mouths,
+        )
         t = time.perf_counter()
         if self.mouth == "generate":
             masks = [model.mask] * len(f)
         elif len(f):  # the training mask, moved onto the pixel grid
-            masks = [recrop(model.mask, box, to, size) for box, to in zip(boxes, paste_boxes)]
+            masks = [recrop(model.mask, box, to, size) for box, to in zip(b.boxes, b.paste_boxes)]
         if self.mouth == "blend" and len(f):
-            own = crop_points(space, space.coefficients(landmarks), landmarks, paste_boxes, size)
-            drawn = np.stack([recrop(m, box, to, len(m)) for m, box, to in zip(mouths, boxes, paste_boxes)])
-            faced = [(image, (x0, y0, 0)) for i, image, (x0, y0) in chunk if template.face[i]]
-            frames = np.stack([crop(image, to - origin, size) for (image, origin), to in zip(faced, paste_boxes)])
-            mouths = real_detail(drawn, real, frames, points, own)
+            space = model.shapes.space
+            landmarks = template.landmarks[f]
+            own = crop_points(space, space.coefficients(landmarks), landmarks, b.paste_boxes, size)
+            drawn = np.stack([recrop(m, box, to, len(m)) for m, box, to in zip(mouths, b.boxes, b.paste_boxes)])
+            faced = [(image, (x0, y0, 0)) for i, image, (x0, y0) in b.chunk if template.face[i]]
+            frames = np.stack([crop(image, to - origin, size) for (image, origin), to in zip(faced, b.paste_boxes)])
+            mouths = real_detail(drawn, b.real, frames, b.points, own)
         seconds["detail"] += _lap(t)
         out = []
-        for j, (i, image, (x0, y0)) in zip(np.cumsum(face) - 1, chunk):
+        for j, (i, image, (x0, y0)) in zip(np.cumsum(b.face) - 1, b.chunk):
             t = time.perf_counter()
             if template.face[i]:
-                box = paste_boxes[j] - np.array([x0, y0, 0.0])  # in the image's own coordinates
+                box = b.paste_boxes[j] - np.array([x0, y0, 0.0])  # in the image's own coordinates
                 image = paste_mouth(image, mouths[j], box, masks[j], mode=self.blend)
             seconds["blend"] += _lap(t)
             out.append((i, image, (x0, y0)))
         return out
+
+
+@dataclass
+class _Batch:
+    """A `Painter`'s started batch: its images, their face frames and boxes, and what the model will take."""
+
+    chunk: list[tuple[int, np.ndarray, tuple[int, int]]]  # (template frame, image, origin) per output frame
+    face: np.ndarray  # [n] bool: whether each shows a face
+    frames: np.ndarray  # [F] the template frames of those that do
+    boxes: np.ndarray  # [F, 3] their crop boxes
+    paste_boxes: np.ndarray  # [F, 3] where their new mouths are pasted (the frame's pixel grid, retrieve and blend)
+    ref: np.ndarray | None = None  # [F, S, S, 3] the model's reference crops
+    cond: np.ndarray | None = None  # [F, C] its conditions
+    real: np.ndarray | None = None  # [F, D, D, 3] the library mouths, reshaped (retrieve, blend)
+    points: np.ndarray | None = None  # [F, M, 2] the wanted mouth points in `real`
+    mouths: np.ndarray | None = None  # [F, S, S, 3] the mouths drawn (retrieve: `real`)
 
 
 def video_images(video: str | os.PathLike, fps: float, n_template: int, n_out: int) -> Images:
@@ -265,11 +309,25 @@ def render_frames(
     heard = model.hear(mel) if mouth != "retrieve" else None
     wanted, picks = (None, None) if mouth == "generate" else _retrieve(model, mel, library)
     painter.seconds["cond"] += _lap(t)
-    for k0 in range(0, mel.n_frames, batch):
+
+    def start(k0: int) -> Future:  # the batch from output frame k0, started in the starter thread
         n = min(batch, mel.n_frames - k0)
         rows, pick, want = (None if a is None else a[k0 : k0 + n] for a in (heard, picks, wanted))
-        for _, frame, _ in painter.paint(n, rows, pick, want):
-            yield frame
+        return starter.submit(painter.start, n, rows, pick, want)
+
+    # a pipeline of three threads: while the model draws a batch, the next one is started (decoded, its library
+    # mouths reshaped) and the one before it is pasted; the output frames are the same as `paint`'s
+    with painter.one_blas_thread(), ThreadPoolExecutor(1) as starter, ThreadPoolExecutor(1) as paster:
+        started, before = start(0), None
+        for k0 in range(0, mel.n_frames, batch):
+            b = started.result()
+            if k0 + batch < mel.n_frames:
+                started = start(k0 + batch)
+            pasted = paster.submit(painter.paste, painter.draw(b))
+            if before is not None:
+                yield from (frame for _, frame, _ in before.result())
+            before = pasted
+        yield from (frame for _, frame, _ in before.result())
 
 
 def _retrieve(model: MouthModel, mel: Mel, library: MouthLibrary | None) -> tuple[np.ndarray, np.ndarray]:
@@ -301,9 +359,9 @@ def render(
     """Write `out` (H.264 + AAC, atomically; MP4, MOV or MKV by its suffix): the re-voiced template, `audio` muxed in.
 
     `mel` is what the model hears; `audio` (any audio or video file) is decoded again at AUDIO_SR as the video
-    advances and muxed in, so its duration is the output's. Encoding runs in a second thread (PyAV releases the
-    GIL), overlapping the model and blending; `preset` is libx264's speed/size trade-off. Returns the seconds
-    spent per step (decode, crops, cond, model, blend, encode; encode overlaps the others).
+    advances and muxed in, so its duration is the output's. Encoding runs in a thread of its own (PyAV releases the
+    GIL), beside `render_frames`' three; `preset` is libx264's speed/size trade-off. Returns the seconds
+    spent per step (decode, crops, cond, model, detail, blend, encode), each in its thread: they overlap.
     """
     info = check_template_video(template_video)
     seconds: dict[str, float] = defaultdict(float)

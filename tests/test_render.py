@@ -95,6 +95,17 @@ def test_frames_are_painted_with_one_blas_thread(demo, monkeypatch):
     assert blas_threads() == before
 
 
+def test_an_error_in_a_batch_started_in_its_thread_stops_the_render(demo):
+    """Batches are started in a worker thread: what fails there (a template shorter than its prepared crops) is
+    raised by render_frames itself, naming the file."""
+    tpl = demo["template"]
+    longer = replace(tpl, **{k: np.concatenate([getattr(tpl, k)] * 2) for k in ("crops", "boxes", "face", "landmarks")})
+    model = MouthModel(demo["model"], "torch")
+    mel = audio_features(demo["audio"], model.data)
+    with pytest.raises(HygieError, match=f"decoded {len(tpl.crops)} frames but its prepared crops have"):
+        list(render_frames(model, longer, demo["template_video"], mel, batch=16))
+
+
 def blas_threads() -> set[int]:
     return {lib["num_threads"] for lib in threadpool_info() if lib["user_api"] == "blas"}
 

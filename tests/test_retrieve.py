@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import threading
 from dataclasses import replace
 from types import SimpleNamespace
 
@@ -255,6 +256,46 @@ def test_real_mouths_are_composed_on_the_frames_own_pixel_grid(demo):
     error = np.mean([np.abs(box(o) - box(r)).mean() for o, r in zip(out, real)])
     ratio = np.mean([energy(o) / energy(r) for o, r in zip(out, real)])
     assert error < 0.05 and ratio > 0.99  # 2.7 levels and 0.62 of the energy through the 32 px crops
+
+
+def test_render_draws_a_batch_while_it_starts_the_next_and_pastes_the_last(demo, monkeypatch):
+    """render_frames runs `Painter`'s three steps in three threads (README, "Figures"): each draw waits here for the
+    next batch's start to begin, each paste for the next draw; the frames are those of `paint`, one batch at a time."""
+    tpl, model, lib, batch = demo["template"], MouthModel(demo["model"], "torch"), clip_library(demo), 16
+    mel = audio_features(demo["audio"], model.data)
+    heard, wanted = model.hear(mel), model.mouth_shapes(mel)
+    picks = lib.choose(wanted / model.shapes.space.scale)
+    images = video_images(demo["template_video"], tpl.fps, len(tpl.crops), mel.n_frames)
+    painter = Painter(model, tpl, images, name="t", mouth="blend", library=lib)
+    alone = [
+        image
+        for k0 in range(0, mel.n_frames, batch)
+        for _, image, _ in painter.paint(
+            min(batch, mel.n_frames - k0), *(a[k0 : k0 + batch] for a in (heard, picks, wanted))
+        )
+    ]
+    n = len(range(0, mel.n_frames, batch))
+    began = {step: [threading.Event() for _ in range(n + 1)] for step in ("start", "draw")}
+    overlapped = []
+
+    def step(name: str, waits_for: str | None):
+        calls, run = iter(range(n)), getattr(Painter, name)
+
+        def wrapped(self, *args):
+            k = next(calls)
+            if name in began:
+                began[name][k].set()
+            out = run(self, *args)
+            if waits_for and k + 1 < n:
+                overlapped.append(began[waits_for][k + 1].wait(timeout=10))
+            return out
+
+        monkeypatch.setattr(Painter, name, wrapped)
+
+    step("start", None), step("draw", "start"), step("paste", "draw")
+    out = list(render_frames(model, tpl, demo["template_video"], mel, batch=batch, mouth="blend", library=lib))
+    assert n >= 3 and overlapped == [True] * (2 * (n - 1))
+    assert len(out) == len(alone) == mel.n_frames and all(np.array_equal(a, b) for a, b in zip(out, alone))
 
 
 @pytest.mark.parametrize("mouth", ["generate", "retrieve", "blend"])
