@@ -232,14 +232,8 @@ class Painter:
 
     def paste(self, b: _Batch) -> list[tuple[int, np.ndarray, tuple[int, int]]]:
         """`paint`'s last step: a drawn batch's mouths (given real detail, blend) pasted into its images."""
-        seconds, template, model, size, f, mouths = (
-            self.seconds,
-            self.template,
-            self.model,
-            self.size,
-            b.frames,
-            b.mouths,
-        )
+        seconds, template, model, size = self.seconds, self.template, self.model, self.size
+        f, mouths = b.frames, b.mouths
         t = time.perf_counter()
         if self.mouth == "generate":
             masks = [model.mask] * len(f)

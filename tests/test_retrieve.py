@@ -292,7 +292,8 @@ def test_render_draws_a_batch_while_it_starts_the_next_and_pastes_the_last(demo,
 
         monkeypatch.setattr(Painter, name, wrapped)
 
-    step("start", None), step("draw", "start"), step("paste", "draw")
+    for name, waits_for in (("start", None), ("draw", "start"), ("paste", "draw")):
+        step(name, waits_for)
     out = list(render_frames(model, tpl, demo["template_video"], mel, batch=batch, mouth="blend", library=lib))
     assert n >= 3 and overlapped == [True] * (2 * (n - 1))
     assert len(out) == len(alone) == mel.n_frames and all(np.array_equal(a, b) for a, b in zip(out, alone))
