@@ -200,7 +200,8 @@ class Painter:
         t = time.perf_counter()
         face = template.face[idx]
         f = idx[face]  # template frames with a face
-        b = _Batch(chunk, face, f, template.boxes[f], template.boxes[f])
+        boxes = template.boxes[f]
+        b = _Batch(chunk, face, f, boxes, boxes)  # pasted where cropped unless on the pixel grid (below)
         space, landmarks = model.shapes.space, template.landmarks[f]
         if self.mouth == "generate":
             b.ref = template.crops[self.refs[f]] if model.reference else None
@@ -244,14 +245,14 @@ class Painter:
             landmarks = template.landmarks[f]
             own = crop_points(space, space.coefficients(landmarks), landmarks, b.paste_boxes, size)
             drawn = np.stack([recrop(m, box, to, len(m)) for m, box, to in zip(mouths, b.boxes, b.paste_boxes)])
-            faced = [(image, (x0, y0, 0)) for i, image, (x0, y0) in b.chunk if template.face[i]]
+            faced = [(image, (x0, y0, 0)) for (_, image, (x0, y0)), has in zip(b.chunk, b.face) if has]
             frames = np.stack([crop(image, to - origin, size) for (image, origin), to in zip(faced, b.paste_boxes)])
             mouths = real_detail(drawn, b.real, frames, b.points, own)
         seconds["detail"] += _lap(t)
         out = []
-        for j, (i, image, (x0, y0)) in zip(np.cumsum(b.face) - 1, b.chunk):
+        for j, has, (i, image, (x0, y0)) in zip(np.cumsum(b.face) - 1, b.face, b.chunk):
             t = time.perf_counter()
-            if template.face[i]:
+            if has:
                 box = b.paste_boxes[j] - np.array([x0, y0, 0.0])  # in the image's own coordinates
                 image = paste_mouth(image, mouths[j], box, masks[j], mode=self.blend)
             seconds["blend"] += _lap(t)
