@@ -308,7 +308,7 @@ def real_detail(
         keep = (1.0 - lips) * fits  # the template's detail
         take = lips + (1.0 - lips) * (1.0 - fits) * feathered(mouths)  # the library mouth's
         coarse = cv2.GaussianBlur(d, (0, 0), sigma)
-        mix = at(coarse, side, cv2.INTER_LINEAR)
+        mix = cv2.resize(coarse, (side, side), interpolation=cv2.INTER_LINEAR)  # a copy: _flow reads coarse
         for image, weight in ((r, take), (o, keep)):  # the low-pass taken at S: nothing it keeps is finer
             low = cv2.GaussianBlur(at(image, size), (0, 0), sigma)
             detail = image - at(low, side, cv2.INTER_LINEAR)
@@ -322,13 +322,38 @@ def real_detail(
 
 def _flow(a: np.ndarray, b: np.ndarray, sigma: float) -> np.ndarray:
     """Where image b's edges lie in image a ([H, W, 3] float 0-255, both low-passed by `sigma` px): a flow [H, W, 2]
-    float32, a(p) showing what b shows at p + flow(p) (OpenCV's DIS, fast preset, on grey), near b's edges alone (in
-    flat skin a flow is a guess, and moving texture by a guess blurs it) and at most FLOW_MAX sigmas long."""
-    a, b = (cv2.cvtColor(np.clip(x, 0, 255).astype(np.uint8), cv2.COLOR_RGB2GRAY) for x in (a, b))
-    flow = cv2.DISOpticalFlow_create(cv2.DISOPTICAL_FLOW_PRESET_FAST).calc(a, b, None)
-    step = cv2.magnitude(cv2.Sobel(b, cv2.CV_32F, 1, 0), cv2.Sobel(b, cv2.CV_32F, 0, 1)) * (sigma / 8)  # grey levels
-    edges = np.clip(2 * step / EDGE_LEVELS - 1, 0, 1)  # none below half EDGE_LEVELS, whole from EDGE_LEVELS
-    reach = 2 * round(FLOW_MAX * sigma) + 1  # an edge moved that far: the band it may land in
-    on_edges = cv2.GaussianBlur(cv2.dilate(edges, np.ones((reach, reach), np.uint8)), (0, 0), sigma)
+    float32, a(p) showing what b shows at p + flow(p), near b's edges alone (in flat skin a flow is a guess, and
+    moving texture by a guess blurs it) and at most FLOW_MAX sigmas long. Edges are matched across, never along (the
+    aperture problem of optical flow): on a line through every third pixel along b's smoothed gradient, the steepest
+    rise of each image, to a fraction of a pixel; their distance, averaged over sigma, weighted by the edges' rise."""
+    a, b = (cv2.cvtColor(np.clip(x, 0, 255).astype(np.float32), cv2.COLOR_RGB2GRAY) for x in (a, b))
+    bx, by = cv2.Sobel(b, cv2.CV_32F, 1, 0) / 8, cv2.Sobel(b, cv2.CV_32F, 0, 1) / 8
+    edges = np.clip(2 * cv2.magnitude(bx, by) * sigma / EDGE_LEVELS - 1, 0, 1)  # none below half EDGE_LEVELS per sigma
+    reach = FLOW_MAX * sigma
+    near = cv2.dilate(edges, np.ones((2 * round(reach) + 1,) * 2, np.uint8))  # where an edge may have moved to
+    on = (slice(None, None, 3),) * 2  # every third pixel: the flow is smoothed by sigma anyway
+    normal = np.stack([cv2.GaussianBlur(g, (0, 0), reach / 2)[on] for g in (bx, by)], -1)
+    normal /= np.maximum(np.linalg.norm(normal, axis=-1, keepdims=True), 1e-9)
+    t = np.arange(-round(reach) - 1, round(reach) + 2, dtype=np.float32)  # 1 px steps along it
+    ys, xs = np.indices(a.shape, np.float32)[(slice(None), *on)]
+    line_x = (xs[..., None] + t * normal[..., :1]).reshape(len(xs), -1)  # [H/3, W/3 x len(t)]: lines side by side
+    line_y = (ys[..., None] + t * normal[..., 1:]).reshape(len(ys), -1)
+
+    def steepest(image: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """Where on each line `image` rises most (a parabola through the three best rises) and by how much."""
+        line = cv2.remap(image, line_x, line_y, cv2.INTER_LINEAR, borderMode=cv2.BORDER_REPLICATE)
+        line = line.reshape(*xs.shape, len(t))
+        rise = line[..., 2:] - line[..., :-2]  # at t[1:-1]
+        i = np.clip(rise.argmax(-1), 1, rise.shape[-1] - 2)[..., None]
+        before, top, after = (np.take_along_axis(rise, i + k, -1)[..., 0] for k in (-1, 0, 1))
+        curve = np.minimum(before - 2 * top + after, -1e-6)
+        return t[1:-1][i[..., 0]] + np.clip(0.5 * (before - after) / curve, -1, 1), top
+
+    (to, rise_a), (start, rise_b) = steepest(a), steepest(b)
+    weight = np.clip(np.minimum(rise_a, rise_b), 0, None) * (near[on] > 0)  # a drawn edge as steep as b's counts
+    flow, total = np.zeros(a.shape + (2,), np.float32), np.zeros(a.shape, np.float32)  # as much, a flat one not at all
+    flow[on], total[on] = ((start - to) * weight)[..., None] * normal, weight
+    flow = cv2.GaussianBlur(flow, (0, 0), sigma) / np.maximum(cv2.GaussianBlur(total, (0, 0), sigma), 1e-6)[..., None]
+    on_edges = cv2.GaussianBlur(near, (0, 0), sigma)
     length = cv2.magnitude(flow[..., 0], flow[..., 1])
-    return flow * (on_edges * np.minimum(1.0, FLOW_MAX * sigma / np.maximum(length, 1e-6)))[..., None]
+    return flow * (on_edges * np.minimum(1.0, reach / np.maximum(length, 1e-6)))[..., None]
