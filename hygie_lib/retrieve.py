@@ -16,6 +16,7 @@ the template frame's where nothing moved, moved onto the drawn edges (render.mou
 from __future__ import annotations
 
 import json
+import math
 import os
 from dataclasses import asdict, dataclass
 
@@ -324,19 +325,19 @@ def _flow(a: np.ndarray, b: np.ndarray, sigma: float) -> np.ndarray:
     """Where image b's edges lie in image a ([H, W, 3] float 0-255, both low-passed by `sigma` px): a flow [H, W, 2]
     float32, a(p) showing what b shows at p + flow(p), near b's edges alone (in flat skin a flow is a guess, and
     moving texture by a guess blurs it) and at most FLOW_MAX sigmas long. Edges are matched across, never along (the
-    aperture problem of optical flow): on a line through every third pixel along b's smoothed gradient, the steepest
+    aperture problem of optical flow): on lines every sigma px along b's smoothed gradient, the steepest
     rise of each image, to a fraction of a pixel; their distance, averaged over sigma, weighted by the edges' rise."""
     a, b = (cv2.cvtColor(np.clip(x, 0, 255).astype(np.float32), cv2.COLOR_RGB2GRAY) for x in (a, b))
     bx, by = cv2.Sobel(b, cv2.CV_32F, 1, 0) / 8, cv2.Sobel(b, cv2.CV_32F, 0, 1) / 8
     edges = np.clip(2 * cv2.magnitude(bx, by) * sigma / EDGE_LEVELS - 1, 0, 1)  # none below half EDGE_LEVELS per sigma
     reach = FLOW_MAX * sigma
     near = cv2.dilate(edges, np.ones((2 * round(reach) + 1,) * 2, np.uint8))  # where an edge may have moved to
-    on = (slice(None, None, 3),) * 2  # every third pixel: the flow is smoothed by sigma anyway
+    on = (slice(None, None, math.ceil(sigma)),) * 2  # a line every sigma px will do: the flow is smoothed by sigma
     normal = np.stack([cv2.GaussianBlur(g, (0, 0), reach / 2)[on] for g in (bx, by)], -1)
     normal /= np.maximum(np.linalg.norm(normal, axis=-1, keepdims=True), 1e-9)
     t = np.arange(-round(reach) - 1, round(reach) + 2, dtype=np.float32)  # 1 px steps along it
     ys, xs = np.indices(a.shape, np.float32)[(slice(None), *on)]
-    line_x = (xs[..., None] + t * normal[..., :1]).reshape(len(xs), -1)  # [H/3, W/3 x len(t)]: lines side by side
+    line_x = (xs[..., None] + t * normal[..., :1]).reshape(len(xs), -1)  # lines side by side
     line_y = (ys[..., None] + t * normal[..., 1:]).reshape(len(ys), -1)
 
     def steepest(image: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
