@@ -45,6 +45,7 @@ LIPS_MARGIN = 4  # blend takes the library mouth's detail this many DETAIL sigma
 FAR_MARGIN = 2  # the template's detail is taken as it is this many DETAIL sigmas away from both mouths' hulls
 EDGE_LEVELS = 40.0  # its detail is moved onto the drawn edges near its own, which rise this many grey levels per sigma
 FLOW_MAX = 4  # ... by at most this many DETAIL sigmas
+FOUND = 0.25  # ... onto a drawn edge at least this share as steep (no detail near a template edge without one)
 RESHAPE_BORDER = 8  # points per side of the crop that a reshaped mouth holds still
 RESHAPE_GRID = 20  # the reshaping's displacement is computed on this grid and interpolated (it is smooth)
 RESHAPE_SMOOTH = 1.0  # thin-plate regularisation: points that coincide (closed lips) may ask for different moves
@@ -277,7 +278,8 @@ def real_detail(
     `wanted`: their lips and teeth); elsewhere that of `own` (the template frame's own pixels) where it shows what was
     drawn or lies beyond FAR_MARGIN of both mouths (nothing there moves with speech), and `real`'s on the rest of both
     mouths' hulls (where the jaw moved: no template chin edge drawn twice). Near the template's edges its detail is
-    moved onto the drawn ones (`_flow`): a collar drawn a few pixels off is sharpened there, not drawn twice. The
+    moved onto the drawn ones (`_flow`): a collar drawn a few pixels off is sharpened there, not drawn twice; near an
+    edge not drawn within reach it is left out. The
     regions, smooth, are found at S; the detail is added at D."""
     size, side = drawn.shape[1], real.shape[1]
     sigma = DETAIL * size
@@ -313,20 +315,24 @@ def real_detail(
         for image, weight in ((r, take), (o, keep)):  # the low-pass taken at S: nothing it keeps is finer
             low = cv2.GaussianBlur(at(image, size), (0, 0), sigma)
             detail = image - at(low, side, cv2.INTER_LINEAR)
-            if image is o:  # onto the drawn edges
-                flow = at(_flow(coarse, low, sigma), side, cv2.INTER_LINEAR) * (side / size)
+            if image is o:  # onto the drawn edges; none near an edge not drawn within reach
+                flow, lost = _flow(coarse, low, sigma)
+                flow = at(flow, side, cv2.INTER_LINEAR) * (side / size)
                 detail = cv2.remap(detail, grid + flow, None, cv2.INTER_CUBIC, borderMode=cv2.BORDER_REPLICATE)
+                weight = weight * (1 - lost)
             mix += at(weight, side, cv2.INTER_LINEAR)[..., None] * detail
         out[i] = np.clip(mix + 0.5, 0, 255).astype(np.uint8)
     return out
 
 
-def _flow(a: np.ndarray, b: np.ndarray, sigma: float) -> np.ndarray:
+def _flow(a: np.ndarray, b: np.ndarray, sigma: float) -> tuple[np.ndarray, np.ndarray]:
     """Where image b's edges lie in image a ([H, W, 3] float 0-255, both low-passed by `sigma` px): a flow [H, W, 2]
     float32, a(p) showing what b shows at p + flow(p), near b's edges alone (in flat skin a flow is a guess, and
     moving texture by a guess blurs it) and at most FLOW_MAX sigmas long. Edges are matched across, never along (the
-    aperture problem of optical flow): on lines every sigma px along b's smoothed gradient, the steepest
-    rise of each image, to a fraction of a pixel; their distance, averaged over sigma, weighted by the edges' rise."""
+    aperture problem of optical flow): on lines every sigma px along b's smoothed gradient, the steepest rise of each
+    image, to a fraction of a pixel; their distance, averaged over sigma, weighted by the edges' rise. Also `lost`
+    [H, W] 0-1: how much of b's edges there has no drawn edge within reach, FOUND as steep (its detail would land on
+    nothing: a chin dropped further than FLOW_MAX)."""
     a, b = (cv2.cvtColor(np.clip(x, 0, 255).astype(np.float32), cv2.COLOR_RGB2GRAY) for x in (a, b))
     bx, by = cv2.Sobel(b, cv2.CV_32F, 1, 0) / 8, cv2.Sobel(b, cv2.CV_32F, 0, 1) / 8
     edges = np.clip(2 * cv2.magnitude(bx, by) * sigma / EDGE_LEVELS - 1, 0, 1)  # none below half EDGE_LEVELS per sigma
@@ -351,10 +357,16 @@ def _flow(a: np.ndarray, b: np.ndarray, sigma: float) -> np.ndarray:
         return t[1:-1][i[..., 0]] + np.clip(0.5 * (before - after) / curve, -1, 1), top
 
     (to, rise_a), (start, rise_b) = steepest(a), steepest(b)
-    weight = np.clip(np.minimum(rise_a, rise_b), 0, None) * (near[on] > 0)  # a drawn edge as steep as b's counts
-    flow, total = np.zeros(a.shape + (2,), np.float32), np.zeros(a.shape, np.float32)  # as much, a flat one not at all
+    within = (np.abs(to) < t[-3]) & (np.abs(start - to) < reach)  # else the drawn edge lies beyond reach
+    found = np.clip(rise_a / np.maximum(FOUND * rise_b, 1e-6), 0, 1) * within * (near[on] > 0)
+    weight = np.clip(np.minimum(rise_a, rise_b), 0, None) * found  # a drawn edge as steep as b's counts as much
+    strong = np.clip(rise_b * sigma / EDGE_LEVELS - 1, 0, 1)  # b's rise per 2 px -> per sigma, as `edges`
+    flow, total = np.zeros(a.shape + (2,), np.float32), np.zeros(a.shape, np.float32)
+    lost, lines = np.zeros(a.shape, np.float32), np.zeros(a.shape, np.float32)
     flow[on], total[on] = ((start - to) * weight)[..., None] * normal, weight
+    lost[on], lines[on] = strong * (1 - found), 1
     flow = cv2.GaussianBlur(flow, (0, 0), sigma) / np.maximum(cv2.GaussianBlur(total, (0, 0), sigma), 1e-6)[..., None]
+    lost = cv2.GaussianBlur(lost, (0, 0), sigma) / cv2.GaussianBlur(lines, (0, 0), sigma)
     on_edges = cv2.GaussianBlur(near, (0, 0), sigma)
     length = cv2.magnitude(flow[..., 0], flow[..., 1])
-    return flow * (on_edges * np.minimum(1.0, reach / np.maximum(length, 1e-6)))[..., None]
+    return flow * (on_edges * np.minimum(1.0, reach / np.maximum(length, 1e-6)))[..., None], np.clip(lost, 0, 1)
