@@ -335,7 +335,12 @@ def _flow(a: np.ndarray, b: np.ndarray, sigma: float) -> tuple[np.ndarray, np.nd
     nothing: a chin dropped further than FLOW_MAX)."""
     a, b = (cv2.cvtColor(np.clip(x, 0, 255).astype(np.float32), cv2.COLOR_RGB2GRAY) for x in (a, b))
     bx, by = cv2.Sobel(b, cv2.CV_32F, 1, 0) / 8, cv2.Sobel(b, cv2.CV_32F, 0, 1) / 8
-    edges = np.clip(2 * cv2.magnitude(bx, by) * sigma / EDGE_LEVELS - 1, 0, 1)  # none below half EDGE_LEVELS per sigma
+
+    def edge(slope: np.ndarray) -> np.ndarray:
+        """How much a slope (grey levels per px) is an edge: none below half EDGE_LEVELS per sigma, whole from it."""
+        return np.clip(2 * slope * sigma / EDGE_LEVELS - 1, 0, 1)
+
+    edges = edge(cv2.magnitude(bx, by))
     reach = FLOW_MAX * sigma
     near = cv2.dilate(edges, np.ones((2 * round(reach) + 1,) * 2, np.uint8))  # where an edge may have moved to
     on = (slice(None, None, math.ceil(sigma)),) * 2  # a line every sigma px will do: the flow is smoothed by sigma
@@ -360,7 +365,7 @@ def _flow(a: np.ndarray, b: np.ndarray, sigma: float) -> tuple[np.ndarray, np.nd
     within = (np.abs(to) < t[-3]) & (np.abs(start - to) < reach)  # else the drawn edge lies beyond reach
     found = np.clip(rise_a / np.maximum(FOUND * rise_b, 1e-6), 0, 1) * within * (near[on] > 0)
     weight = np.clip(np.minimum(rise_a, rise_b), 0, None) * found  # a drawn edge as steep as b's counts as much
-    strong = np.clip(rise_b * sigma / EDGE_LEVELS - 1, 0, 1)  # b's rise per 2 px -> per sigma, as `edges`
+    strong = edge(rise_b / 2)  # rise_b is over 2 px
     flow, total = np.zeros(a.shape + (2,), np.float32), np.zeros(a.shape, np.float32)
     lost, lines = np.zeros(a.shape, np.float32), np.zeros(a.shape, np.float32)
     flow[on], total[on] = ((start - to) * weight)[..., None] * normal, weight
