@@ -6,7 +6,9 @@ expert), train (the generator) on the first TRAIN_SPLIT of the clip, and evaluat
 mode; writes each one's contact sheet and side-by-side video into --out (--reuse: cross checks of the models
 already trained there). On 2 cores at 160 px: about 18 minutes for obama_20s (25 with the GAN) and 8 for each
 8 s clip, plus 1 per extra mode. Beside evaluate's metrics, the teeth figures on the open frames with speech alone
-(teeth_ratio_speech, teeth_ceiling_speech): in silence the mouth rests closed, whatever the real one did.
+(teeth_ratio_speech, teeth_ceiling_speech): in silence the mouth rests closed, whatever the real one did. Before
+each clip's rows, its mouths' mean opening where the audio speaks, real and predicted (train_shape's speech_opening):
+a held-out block spoken more open than the training block shows there, which the audio learnt from cannot teach.
 Quality versus time (--minutes): the fast path (the shape model and the library, render.mouth retrieve) first, then
 the generator's best checkpoint at the first validation past each of --minutes of training (validating every
 --eval-every steps), each cross-checked; the minutes column then counts training alone, as benchmarks/quality_time.py
@@ -84,6 +86,12 @@ def run_clip(name: str, args: argparse.Namespace) -> dict:
     shapes, shape_metrics = learn_shapes(
         crops.landmarks, crops.face, mel.mel, 4, train_split=args.split, components=8, half=2, smooth=1.0
     )
+    o = shape_metrics["speech_opening"]
+    print(
+        f"{name}: mouth opening where the audio speaks (eye distances), real / predicted: training block "
+        f"{o['train_real']:.3f} / {o['train_predicted']:.3f}, "
+        f"held out {o['heldout_real']:.3f} / {o['heldout_predicted']:.3f}"
+    )
     data = DataInfo.of(crops, mel, mel_win=MEL_WIN)
     split = time_split(crops.face, train_split=args.split, gap=heldout_gap(MEL_WIN, mel.per_frame, shapes.offset))
     library = build_library(crops, video, shapes, split.train_frames, data, False)
@@ -124,7 +132,8 @@ def run_clip(name: str, args: argparse.Namespace) -> dict:
         )
         cv2.imwrite(str(work / f"cross_check_{tag}.png"), sheet[..., ::-1])
         table.to_csv(work / f"cross_{tag}.csv", index=False)
-        metrics.update({k: shape_metrics[k] for k in ("av_offset", "av_offset_confidence", "aperture_corr")})
+        keep = ("av_offset", "av_offset_confidence", "aperture_corr", "speech_opening")
+        metrics.update({k: shape_metrics[k] for k in keep})
         speech = (table.real_open & ~table.silent).to_numpy()  # the teeth where the audio can tell the opening
         teeth = teeth_figures(
             *(table[c].to_numpy() for c in ("real_teeth", "gen_teeth", "real_aperture", "gen_aperture")), speech

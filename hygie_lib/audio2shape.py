@@ -346,9 +346,11 @@ def learn_shapes(
 
     `av_offset` "auto" estimates the recording's A/V offset on all its frames (one number: the held-out block's
     mouths are never fitted), else it is taken as given. Returns the model and its metrics: the offset, its
-    confidence and per-shift scores, the cross-validated explained variance, and `aperture_corr`, how well the
+    confidence and per-shift scores, the cross-validated explained variance, `aperture_corr`, how well the
     predicted shapes' mouth opening follows the real one on held-out frames (the ceiling for any renderer;
-    `aperture_corr_live` with live's shorter lead, `aperture_corr_by_lead` with each of LEADS).
+    `aperture_corr_live` with live's shorter lead, `aperture_corr_by_lead` with each of LEADS), and
+    `speech_opening`: the mean real and predicted openings on each block's frames with speech (the model is fitted
+    to the training block's; a held-out block spoken more open than it shows here, which its audio cannot teach).
     """
     from hygie_lib.metrics import closed_level, mouth_aperture
     from hygie_lib.split import time_split
@@ -389,16 +391,27 @@ def learn_shapes(
         rest=shapes[closed].mean(0),
     )
     val = split.val_frames
-    real, placed = mouth_aperture(landmarks[val]), landmarks[val].copy()
-    by_lead = {}
-    for lead in LEADS:
-        predicted = predictor.predict(mel, per_frame, offset=offset, lead=lead)
-        placed[:, MOUTH, :2] = space.place(predicted[val], landmarks[val])
-        by_lead[str(lead)] = round(float(np.corrcoef(real, mouth_aperture(placed))[0, 1]), 4)
+
+    def openings(predicted: np.ndarray, frames: np.ndarray) -> np.ndarray:
+        """The mouth apertures of `predicted` shapes drawn at these frames' poses."""
+        placed = landmarks[frames].copy()
+        placed[:, MOUTH, :2] = space.place(predicted[frames], landmarks[frames])
+        return mouth_aperture(placed)
+
+    real = mouth_aperture(landmarks[val])
+    predicted = {lead: predictor.predict(mel, per_frame, offset=offset, lead=lead) for lead in LEADS}
+    by_lead = {str(k): round(float(np.corrcoef(real, openings(p, val))[0, 1]), 4) for k, p in predicted.items()}
+    speech = ~silent_frames(mel, per_frame, predictor.loud)[np.clip(np.arange(n) + offset, 0, n - 1)]
+    opening = {}
+    for block, frames in (("train", split.train_frames), ("heldout", val)):
+        frames = frames[speech[frames]]
+        opening[f"{block}_real"] = round(float(np.mean(mouth_aperture(landmarks[frames]))), 4)
+        opening[f"{block}_predicted"] = round(float(np.mean(openings(predicted[SPEECH_LEAD], frames))), 4)
     metrics.update(
         aperture_corr=by_lead[str(SPEECH_LEAD)],
         aperture_corr_live=by_lead[str(LIVE_LEAD)],
         aperture_corr_by_lead=by_lead,
+        speech_opening=opening,
         explained_variance_cv=round(cv, 4),
         components=space.k,
         train_frames=len(split.train_frames),
