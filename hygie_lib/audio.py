@@ -5,7 +5,7 @@ from __future__ import annotations
 import os
 import wave
 from collections.abc import Iterator
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from itertools import chain
 from pathlib import Path
 
@@ -17,6 +17,7 @@ from hygie_lib.io import HygieError, atomic_path, save_npz
 from hygie_lib.video import open_media
 
 LOG_FLOOR = 1e-5  # mel power floor before the log (silence reads as log(1e-5) = -11.5)
+LEVEL_MAX_DB = 20.0  # Mel.at_level moves an audio's level by at most this much (a mostly silent one: its noise)
 
 
 def iter_audio(path: str | os.PathLike, sr: int) -> Iterator[np.ndarray]:
@@ -192,6 +193,11 @@ def frame_energy(mel: np.ndarray, per_frame: int) -> np.ndarray:
     return np.log(power.reshape(n, per_frame).mean(1))
 
 
+def loud_level(energy: np.ndarray) -> float:
+    """An audio's loud level: the 95th percentile of its frames' log power (`frame_energy`)."""
+    return float(np.percentile(energy, 95))
+
+
 @dataclass(frozen=True)
 class Mel:
     """A clip's log-mel [n_mels, n_frames * per_frame] and the settings it was made with (the compute_mel output)."""
@@ -211,6 +217,25 @@ class Mel:
     def n_frames(self) -> int:
         """Video frames the mel covers."""
         return self.mel.shape[1] // self.per_frame
+
+    def at_level(self, loud: float) -> Mel:
+        """The same audio as if recorded louder or quieter: every band moved by one gain that brings its loud level
+        (`loud_level`) to `loud` (log power; the training recording's, `AudioToShape.loud`), by at most LEVEL_MAX_DB.
+        Exact when it turns the audio down; turned up, what lay at LOG_FLOOR stays there (nothing below it was kept).
+        """
+        gain = self.gain_to(loud) * np.log(10) / 10
+        if gain == 0:
+            return self
+        floor = np.float32(np.log(LOG_FLOOR))
+        mel = np.where(self.mel <= floor + 1e-4, self.mel, np.maximum(self.mel + gain, floor))
+        return replace(self, mel=mel.astype(self.mel.dtype))
+
+    def gain_to(self, loud: float) -> float:
+        """The gain in dB that `at_level` applies: 0 for a `loud` of -inf (a model made before it kept its level)."""
+        if not np.isfinite(loud) or self.n_frames == 0:
+            return 0.0
+        gain = (loud - loud_level(frame_energy(self.mel, self.per_frame))) * 10 / np.log(10)
+        return float(np.clip(gain, -LEVEL_MAX_DB, LEVEL_MAX_DB))
 
     def save(self, path: str | os.PathLike) -> None:
         """Write a deterministic .npz, atomically."""

@@ -19,7 +19,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from hygie_lib.audio import frame_energy
+from hygie_lib.audio import frame_energy, loud_level
 from hygie_lib.io import HygieError, save_npz
 from hygie_lib.shape import MOUTH, ShapeSpace
 
@@ -170,7 +170,7 @@ def fit_audio_to_shape(
     # so mouths open as wide as the speaker's do; correlations are unchanged
     gain, centre = np.clip(y.std(0) / (pred.std(0) + 1e-9), 1.0, MAX_GAIN), pred.mean(0)
     w = np.vstack([w[:-1] * gain, (w[-1] - centre) * gain + centre])
-    loud = float(np.percentile(frame_energy(mel, per_frame)[frames], 95))
+    loud = loud_level(frame_energy(mel, per_frame)[frames])
     return AudioToShape(mean, std, w, rest, half, smooth, loud), scores[strength]
 
 

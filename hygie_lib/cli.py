@@ -118,6 +118,7 @@ def cmd_render(args: argparse.Namespace) -> int:
         batch=args.batch,
         mouth=args.mouth,
         library=library,
+        match_level=not args.keep_level,
     )
     print(f"{args.out}: {mel.n_frames} frames in {time.perf_counter() - t:.1f} s")
     return 0
@@ -277,6 +278,11 @@ def add_render_options(p: argparse.ArgumentParser) -> None:
     p.add_argument("--backend", choices=list(BACKENDS), default="onnx", help="model runtime (default: onnx)")
     p.add_argument("--batch", type=positive(int), default=32, help="frames per model call (default: 32)")
     p.add_argument("--min-confidence", type=float, default=0.5, help="FaceMesh confidence, if preparing (default: 0.5)")
+    p.add_argument(
+        "--keep-level",
+        action="store_true",
+        help="hear the audio at its own level, not moved to the training recording's (default: moved)",
+    )
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -270,6 +270,7 @@ def cross_check(
                 blend=blend,
                 mouth=mouth,
                 library=library,
+                match_level=False,  # the recording's own audio: its level is the training's
                 progress=progress,
             )
             gen_lm = detect_video(rendered, crops.fps, progress=False)[: len(block)]

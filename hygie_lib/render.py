@@ -349,17 +349,25 @@ def render(
     mouth: str = "generate",
     library: MouthLibrary | None = None,
     preset: str = "superfast",
+    match_level: bool = True,
     progress: bool = True,
 ) -> dict[str, float]:
     """Write `out` (H.264 + AAC, atomically; MP4, MOV or MKV by its suffix): the re-voiced template, `audio` muxed in.
 
-    `mel` is what the model hears; `audio` (any audio or video file) is decoded again at AUDIO_SR as the video
+    `mel` is what the model hears, at the training recording's level (`Mel.at_level`: a quieter or louder recording
+    of speech is not a closed or a gaping mouth) unless `match_level` is False, as for the recording's own audio;
+    `audio` (any audio or video file) is decoded again at AUDIO_SR as the video
     advances and muxed in, so its duration is the output's. Encoding runs in a thread of its own (PyAV releases the
     GIL), beside `render_frames`' three; `preset` is libx264's speed/size trade-off. Returns the seconds
     spent per step (decode, crops, cond, model, detail, blend, encode), each in its thread: they overlap.
     """
     info = check_template_video(template_video)
     seconds: dict[str, float] = defaultdict(float)
+    if match_level:
+        loud = model.shapes.predictor.loud
+        if progress:
+            print(f"{audio}: heard {mel.gain_to(loud):+.1f} dB, at the training recording's level")
+        mel = mel.at_level(loud)
     frames = render_frames(
         model, template, template_video, mel, blend=blend, batch=batch, mouth=mouth, library=library, seconds=seconds
     )

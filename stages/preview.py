@@ -23,13 +23,13 @@ def main() -> None:
     ap.add_argument("mel", help="its mel.npz from compute_mel: what the shape model hears")
     ap.add_argument("out", help="output .mp4")
     args = ap.parse_args()
-    p = load_params("render.blend", "render.batch")
+    p = load_params("render.blend", "render.batch", "render.match_level")
     check_choice("params.yaml render.blend", p.blend, BLENDS)
     library, mel = MouthLibrary.load(args.library), Mel.load(args.mel)
     model = MouthModel.from_library(library)
     model.check_mel(mel, args.mel)
     check_audio(args.audio)
-    kw = {"blend": p.blend, "batch": p.batch, "mouth": "retrieve", "library": library}
+    kw = {"blend": p.blend, "batch": p.batch, "mouth": "retrieve", "library": library, "match_level": p.match_level}
     seconds = render(model, Crops.load(args.crops), args.template, mel, args.audio, args.out, **kw)
     print(f"{args.out}: written; seconds per step " + ", ".join(f"{k} {v:.1f}" for k, v in seconds.items()))
 

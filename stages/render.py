@@ -42,6 +42,7 @@ def main() -> None:
         batch=p.batch,
         mouth=p.mouth,
         library=library,
+        match_level=p.match_level,
     )
     print(f"{args.out}: written; seconds per step " + ", ".join(f"{k} {v:.1f}" for k, v in seconds.items()))
 

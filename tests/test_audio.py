@@ -2,7 +2,18 @@ import numpy as np
 import pytest
 from conftest import write_audio, write_video
 
-from hygie_lib.audio import Mel, load_audio, log_mel, mel_windows, read_wav, write_wav
+from hygie_lib.audio import (
+    LEVEL_MAX_DB,
+    LOG_FLOOR,
+    Mel,
+    frame_energy,
+    load_audio,
+    log_mel,
+    loud_level,
+    mel_windows,
+    read_wav,
+    write_wav,
+)
 from hygie_lib.io import HygieError
 
 SR = 16000
@@ -114,3 +125,31 @@ def test_mel_file_keeps_its_settings(tmp_path):
 def test_log_mel_refuses_audio_shorter_than_one_window():
     with pytest.raises(HygieError, match="shorter than one analysis window"):
         log_mel(np.zeros(100, np.float32), SR, fps=25, n_mels=80, per_frame=4, n_fft=512)
+
+
+def test_at_level_is_the_same_audio_recorded_louder_or_quieter():
+    """Turned down to another recording's level, a mel is that recording's (exactly, floor and all); turned up, it is
+    wherever the quieter one kept anything above the floor, and its floor stays; never by more than LEVEL_MAX_DB."""
+    rng = np.random.default_rng(0)
+    bursts = np.repeat(rng.uniform(0, 1, 30) > 0.4, SR // 10)  # syllables and pauses, 3 s
+    y = (0.3 * bursts * rng.normal(0, 1, len(bursts)) + 2e-3 * rng.normal(0, 1, len(bursts))).astype(np.float32)
+
+    def mel(scale: float) -> Mel:
+        return Mel.of(y * scale, SR, fps=25.0, n_mels=80, per_frame=4, n_fft=512)
+
+    def loud(m: Mel) -> float:
+        return loud_level(frame_energy(m.mel, m.per_frame))
+
+    loud_, quiet = mel(1.0), mel(10 ** (-12 / 20))
+    floor = np.log(LOG_FLOOR) + 1e-4
+    assert (quiet.mel <= floor).mean() > (loud_.mel <= floor).mean() + 0.05  # the quieter one lost bins to the floor
+    np.testing.assert_allclose(loud_.at_level(loud(quiet)).mel, quiet.mel, atol=1e-3)
+    up = quiet.at_level(loud(loud_)).mel
+    kept = quiet.mel > floor
+    np.testing.assert_allclose(up[kept], loud_.mel[kept], atol=1e-3)
+    assert (up[~kept] <= floor).all()
+    assert quiet.gain_to(loud(loud_)) == pytest.approx(12, abs=0.1)
+    far = quiet.at_level(loud(loud_) + 10.0)  # 43 dB louder asked: moved by LEVEL_MAX_DB
+    moved = (far.mel - quiet.mel)[kept].mean() * 10 / np.log(10)
+    assert moved == pytest.approx(LEVEL_MAX_DB, abs=0.01)
+    assert quiet.at_level(-np.inf) is quiet and quiet.gain_to(-np.inf) == 0  # a model made before the level was kept

@@ -89,6 +89,38 @@ def test_speech_opening_tells_a_block_spoken_more_open(clips, name):
         assert o["heldout_predicted"] == pytest.approx(o["heldout_real"], rel=0.1)
 
 
+def test_new_audio_at_another_level_moves_the_mouth_as_at_its_own(clips):
+    """obama_20s's held-out speech, as new audio comes, 12 dB louder or quieter: heard at the training recording's
+    level (`Mel.at_level`, as render hears new audio) the mouth opens as at its own level; heard as it is, it gapes
+    or hardly opens (benchmarks/audio_level.py: mean opening 0.157 and 0.073 against 0.097)."""
+    from hygie_lib.metrics import mouth_aperture
+    from hygie_lib.shape import MOUTH
+
+    c = clips["obama_20s"]
+    face = ~np.isnan(c["landmarks"][:, 0, 0])
+    mel = mel_of(c["audio"]).mel
+    model, _ = learn_shapes(c["landmarks"], face, mel, 4, train_split=0.75, components=8, half=2, smooth=1.0)
+    start = round(0.8 * len(face))  # within the held-out block
+    frames = np.flatnonzero(face[start:])
+    segment = c["audio"][round(start * SR / FPS) :]
+
+    def openings(heard: Mel) -> np.ndarray:
+        """The mouth openings its predicted shapes give at the real frames' poses."""
+        poses = c["landmarks"][start + frames].copy()
+        poses[:, MOUTH, :2] = model.space.place(model.predictor.predict(heard.mel, 4)[frames], poses)
+        return mouth_aperture(poses)
+
+    own = openings(mel_of(segment))
+    louder, quieter = (mel_of(segment * 10 ** (gain / 20)) for gain in (12, -12))
+    np.testing.assert_allclose(openings(louder.at_level(model.predictor.loud)), own, atol=1e-3)  # turned down: exact
+    assert openings(louder).mean() > own.mean() + 0.5 * own.std()  # heard as it is: gaping (measured +1.1 sd)
+    heard, matched = openings(quieter), openings(quieter.at_level(model.predictor.loud))
+    assert heard.mean() < own.mean() - 0.3 * own.std()  # hardly opening (measured -0.5 sd)
+    # turned up, what the floor hid stays lost: the gap is halved (measured 0.49), the shape of it all but restored
+    assert abs(matched.mean() - own.mean()) < 0.6 * abs(heard.mean() - own.mean())
+    assert np.corrcoef(matched, own)[0, 1] > max(0.95, np.corrcoef(heard, own)[0, 1] + 0.05)  # measured 0.99, 0.86
+
+
 def test_the_sync_expert_hears_obamas_offset(clips):
     c = clips["obama_20s"]
     face = ~np.isnan(c["landmarks"][:, 0, 0])

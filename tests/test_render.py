@@ -253,3 +253,27 @@ def test_probe_writes_the_annotated_frames_and_prints_the_mouth_box_side(demo, t
     side = float(capsys.readouterr().out.split("mouth box: ")[1].split(" px")[0])
     assert side == pytest.approx(np.median(demo["template"].boxes[:2, 2]), abs=1.0)
     assert (tmp_path / "probe.png").stat().st_size > 1000
+
+
+def test_new_audio_is_heard_at_the_training_recordings_level(demo, tmp_path):
+    """A model trained on a recording 12 dB quieter than the new audio hears it turned down to that level: it renders
+    the frames of that quieter audio; with --keep-level, not."""
+    from hygie_lib.audio import frame_energy, loud_level
+
+    mel = audio_features(demo["audio"], DATA)
+    loud = loud_level(frame_energy(mel.mel, mel.per_frame)) - 12 * np.log(10) / 10
+    shapes = demo["shapes"]
+    model = save_model(tmp_path / "quiet.pt", replace(shapes, predictor=replace(shapes.predictor, loud=loud)))
+    quieter = write_audio(
+        tmp_path / "quieter.wav", load_audio(demo["audio"], 16000) * 10 ** (-12 / 20), 16000, "pcm_f32le"
+    )
+
+    def frames(audio, *options: str) -> np.ndarray:
+        out = tmp_path / f"{len(list(tmp_path.glob('*.mp4')))}.mp4"
+        args = ["--model", str(model), "--template", str(demo["template_video"]), "--audio", str(audio)]
+        assert hygie(["render", *args, "--out", str(out), *options]) == 0
+        return np.stack(list(iter_frames(out, 25))).astype(float)
+
+    heard_quieter = frames(quieter, "--keep-level")
+    assert np.abs(frames(demo["audio"]) - heard_quieter).mean() < 0.1  # measured 0: turned down, the mel is exact
+    assert np.abs(frames(demo["audio"], "--keep-level") - heard_quieter).mean() > 0.5  # measured 1.35 (the mouth)
