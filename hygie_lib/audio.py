@@ -17,7 +17,7 @@ from hygie_lib.io import HygieError, atomic_path, save_npz
 from hygie_lib.video import open_media
 
 LOG_FLOOR = 1e-5  # mel power floor before the log (silence reads as log(1e-5) = -11.5)
-LEVEL_MAX_DB = 20.0  # Mel.at_level moves an audio's level by at most this much (a mostly silent one: its noise)
+LEVEL_MAX_DB = 20.0  # Mel.at_level moves an audio by at most this much (mostly silence: its loud level is noise)
 
 
 def iter_audio(path: str | os.PathLike, sr: int) -> Iterator[np.ndarray]:
