@@ -356,10 +356,10 @@ def render(
 
     `mel` is what the model hears, at the training recording's level (`Mel.at_level`: a quieter or louder recording
     of speech is not a closed or a gaping mouth) unless `match_level` is False, as for the recording's own audio;
-    `audio` (any audio or video file) is decoded again at AUDIO_SR as the video
-    advances and muxed in, so its duration is the output's. Encoding runs in a thread of its own (PyAV releases the
-    GIL), beside `render_frames`' three; `preset` is libx264's speed/size trade-off. Returns the seconds
-    spent per step (decode, crops, cond, model, detail, blend, encode), each in its thread: they overlap.
+    `audio` (any audio or video file) is decoded again at AUDIO_SR as the video advances and muxed in, so its
+    duration is the output's. Encoding runs in a thread of its own (PyAV releases the GIL), beside `render_frames`'
+    three; `preset` is libx264's speed/size trade-off. Returns the seconds spent per step (decode, crops, cond,
+    model, detail, blend, encode), each in its thread: they overlap.
     """
     info = check_template_video(template_video)
     seconds: dict[str, float] = defaultdict(float)
