@@ -9,13 +9,17 @@ already trained there). On 2 cores at 160 px: about 18 minutes for obama_20s (25
 (teeth_ratio_speech, teeth_ceiling_speech): in silence the mouth rests closed, whatever the real one did. Before
 each clip's rows, its mouths' mean opening where the audio speaks, real and predicted (train_shape's speech_opening):
 a held-out block spoken more open than the training block shows there, which the audio learnt from cannot teach.
+--voice WAV: also the whole clip re-voiced by another speaker's speech (e.g. ../shared/data/real/speech_en_60s.wav),
+as render hears new audio, with the first of --mouths: a row with the sync expert's confidence, a line with its lag,
+and new_voice_MOUTH.png (the clip's mouths over the re-voiced ones at 8 moments).
 Quality versus time (--minutes): the fast path (the shape model and the library, render.mouth retrieve) first, then
 the generator's best checkpoint at the first validation past each of --minutes of training (validating every
 --eval-every steps), each cross-checked; the minutes column then counts training alone, as benchmarks/quality_time.py
 does for the demo speaker, e.g. --clips obama_20s --steps 5000 --eval-every 100 --minutes 5 10 20.
 Usage: python benchmarks/real_speakers.py [--clips obama_20s ...] [--steps 1000] [--eval-every N] [--size 160]
        [--cond shape] [--w-sync 0] [--w-gan 0] [--warp | --no-warp] [--ref-near 0.5] [--seed 0]
-       [--mouths generate retrieve blend] [--blend poisson] [--reuse] [--minutes 5 10 20] [--out /tmp/real_speakers]
+       [--mouths generate retrieve blend] [--blend poisson] [--reuse] [--minutes 5 10 20] [--voice WAV]
+       [--out /tmp/real_speakers]
 """
 
 from __future__ import annotations
@@ -27,6 +31,7 @@ import time
 from pathlib import Path
 
 import cv2
+import numpy as np
 import yaml
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -34,20 +39,22 @@ sys.path.insert(0, str(ROOT))
 
 from wallclock import AtMinutes, Enough  # noqa: E402
 
-from hygie_lib.audio import Mel, load_audio  # noqa: E402
+from hygie_lib.audio import Mel, load_audio, write_wav  # noqa: E402
 from hygie_lib.audio2shape import learn_shapes  # noqa: E402
 from hygie_lib.blend import BLENDS  # noqa: E402
 from hygie_lib.checkpoint import DataInfo  # noqa: E402
-from hygie_lib.crops import build_crops  # noqa: E402
+from hygie_lib.crops import Crops, build_crops, crop  # noqa: E402
 from hygie_lib.evaluate import cross_check  # noqa: E402
 from hygie_lib.inference import MouthModel  # noqa: E402
 from hygie_lib.landmarks import detect_video  # noqa: E402
 from hygie_lib.metrics import teeth_figures  # noqa: E402
 from hygie_lib.model import model_config  # noqa: E402
-from hygie_lib.retrieve import build_library  # noqa: E402
+from hygie_lib.render import render  # noqa: E402
+from hygie_lib.retrieve import MouthLibrary, build_library  # noqa: E402
 from hygie_lib.split import heldout_gap, time_split  # noqa: E402
-from hygie_lib.syncnet import learn_sync  # noqa: E402
+from hygie_lib.syncnet import SyncExpert, judge_video, learn_sync  # noqa: E402
 from hygie_lib.train import NoLive, TrainConfig, fit  # noqa: E402
+from hygie_lib.video import iter_frames  # noqa: E402
 
 REAL = ROOT.parent / "shared" / "data" / "real"
 MEL_WIN = 16  # the generator's mel window (train.MEL_WIN), which also sets the held-out block's gap
@@ -169,7 +176,44 @@ def run_clip(name: str, args: argparse.Namespace) -> dict:
     model = MouthModel(work / "best.pt")
     for mouth in args.mouths:
         judge(mouth, model, mouth, (time.perf_counter() - t0) / 60)
+    if args.voice:
+        verdict = new_voice(video, work, model, crops, library, expert, args)
+        rows[f"{args.mouths[0]}, new voice"] = {**verdict, "minutes": round((time.perf_counter() - t0) / 60, 1)}
+        (work / "metrics.json").write_text(json.dumps(rows, indent=2))
+        print(
+            f"{name}, {args.mouths[0]}, re-voiced by {args.voice.name} (heard {verdict['gain_db']:+.1f} dB): the sync "
+            f"expert's lag {verdict['sync_lag']}, confidence {verdict['sync_confidence']:.3f}"
+        )
     return rows
+
+
+def new_voice(
+    video: Path,
+    work: Path,
+    model: MouthModel,
+    crops: Crops,
+    library: MouthLibrary,
+    expert: SyncExpert,
+    args: argparse.Namespace,
+) -> dict:
+    """The whole clip as the template, re-voiced by another speaker's speech (--voice, cut to the clip's length):
+    the sync expert's lag and confidence, and new_voice_MOUTH.png, the template's mouths over the re-voiced ones."""
+    mouth, fps, sr = args.mouths[0], crops.fps, 16000
+    y = load_audio(args.voice, sr)[: round(len(crops.crops) / fps * sr)]
+    write_wav(work / "new_voice.wav", y, sr)
+    mel = Mel.of(y, sr, fps=fps, n_mels=80, per_frame=4, n_fft=512)
+    out = work / f"new_voice_{mouth}.mp4"
+    render(model, crops, video, mel, work / "new_voice.wav", out, mouth=mouth, library=library, progress=False)
+    verdict = judge_video(expert, out, expert.mel(y).mel, fps)
+    ks = np.linspace(0, mel.n_frames - 1, 8).round().astype(int)
+    drawn = [crop(f, crops.boxes[k], crops.size) for k, f in enumerate(iter_frames(out, fps)) if k in ks]
+    sheet = np.vstack([np.hstack(crops.crops[ks]), np.hstack(drawn)])
+    cv2.imwrite(str(work / f"new_voice_{mouth}.png"), sheet[..., ::-1])
+    return {
+        "sync_lag": verdict["offset"],
+        "sync_confidence": round(verdict["confidence"], 4),
+        "gain_db": round(mel.gain_to(model.shapes.predictor.loud), 2),
+    }
 
 
 def main() -> None:
@@ -199,6 +243,7 @@ def main() -> None:
     ap.add_argument("--reuse", action="store_true", help="keep a clip's trained best.pt in --out: cross checks only")
     ap.add_argument("--split", type=float, default=0.75, help="share of each clip that trains (the rest is held out)")
     ap.add_argument("--out", type=Path, default=Path("/tmp/real_speakers"))
+    ap.add_argument("--voice", type=Path, help="also re-voice each clip with this speech, e.g. real/speech_en_60s.wav")
     args = ap.parse_args()
     if not REAL.is_dir():
         sys.exit(f"{REAL}: the real clips are not here.")
