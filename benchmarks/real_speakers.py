@@ -177,7 +177,7 @@ def run_clip(name: str, args: argparse.Namespace) -> dict:
     for mouth in args.mouths:
         judge(mouth, model, mouth, (time.perf_counter() - t0) / 60)
     if args.voice:
-        verdict = new_voice(video, work, model, crops, library, expert, args)
+        verdict = new_voice(video, work, model, crops, library, expert, args.voice, args.mouths[0])
         rows[f"{args.mouths[0]}, new voice"] = {**verdict, "minutes": round((time.perf_counter() - t0) / 60, 1)}
         (work / "metrics.json").write_text(json.dumps(rows, indent=2))
         print(
@@ -194,12 +194,13 @@ def new_voice(
     crops: Crops,
     library: MouthLibrary,
     expert: SyncExpert,
-    args: argparse.Namespace,
+    voice: Path,
+    mouth: str,
 ) -> dict:
-    """The whole clip as the template, re-voiced by another speaker's speech (--voice, cut to the clip's length):
+    """The whole clip as the template, re-voiced by another speaker's speech (`voice`, cut to the clip's length):
     the sync expert's lag and confidence, and new_voice_MOUTH.png, the template's mouths over the re-voiced ones."""
-    mouth, fps, sr = args.mouths[0], crops.fps, 16000
-    y = load_audio(args.voice, sr)[: round(len(crops.crops) / fps * sr)]
+    fps, sr = crops.fps, 16000
+    y = load_audio(voice, sr)[: round(len(crops.crops) / fps * sr)]
     write_wav(work / "new_voice.wav", y, sr)
     mel = Mel.of(y, sr, fps=fps, n_mels=80, per_frame=4, n_fft=512)
     out = work / f"new_voice_{mouth}.mp4"
