@@ -4,9 +4,10 @@ as it is and at the training recording's level (`Mel.at_level`, what render does
 For each clip: FaceMesh, the mel and train_shape's model on the first 75%; then the held-out block's audio alone, as
 new audio comes (the cross check's segment), scaled by each gain, its predicted shapes drawn at the real held-out
 frames' poses. Prints, per gain, the correlation of their mouth opening with the real one (the held-out
-aperture_corr) and their mean opening, as heard and level-matched. Then another speaker's speech (--voice, 60 s)
+aperture_corr) and their mean opening, as heard and level-matched; and the gain 3 s of it get, alone and followed by
+20 s of silence (which `loud_level` leaves out). Then another speaker's speech (--voice, 60 s)
 as new audio: the predicted mean opening where it speaks, as heard and level-matched, against the real speaker's
-own where he speaks (train_shape's speech_opening). About 40 s per clip on 2 cores.
+own where he speaks (train_shape's speech_opening). About 15 s per clip on 2 cores.
 Usage: python benchmarks/audio_level.py [--clips obama_20s ...] [--gains -12 -6 0 6 12] [--voice WAV]
 """
 
@@ -21,7 +22,7 @@ import numpy as np
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from hygie_lib.audio import Mel, frame_energy, load_audio, loud_level  # noqa: E402
+from hygie_lib.audio import Mel, load_audio  # noqa: E402
 from hygie_lib.audio2shape import ShapeModel, learn_shapes, silent_frames  # noqa: E402
 from hygie_lib.landmarks import detect_video  # noqa: E402
 from hygie_lib.metrics import mouth_aperture  # noqa: E402
@@ -74,6 +75,12 @@ def main() -> None:
                 ap_ = openings(model, heard, val - first, landmarks[val])
                 row.append(f"{np.corrcoef(ap_, real)[0, 1]:.3f}, {np.nanmean(ap_):.3f}")
             print(f"{gain:+5.0f}  | {row[0]:>30} | {row[1]:>34}")
+        alone = segment[: 3 * SR]
+        tail = np.concatenate([alone, np.zeros(20 * SR, np.float32)])
+        print(
+            f"3 s of it heard {mel_of(alone).gain_to(p.loud):+.2f} dB; followed by 20 s of silence "
+            f"{mel_of(tail).gain_to(p.loud):+.2f} dB"
+        )
         n = voice.n_frames
         poses = landmarks[np.flatnonzero(face)[np.arange(n) % face.sum()]]  # the clip's poses, looped
         speech = ~silent_frames(voice.mel, PER_FRAME, p.loud)[:n]
@@ -81,7 +88,7 @@ def main() -> None:
             openings(model, m, np.arange(n), poses)[speech].mean() for m in (voice, voice.at_level(p.loud))
         )
         real_speech = metrics["speech_opening"]["train_real"]
-        level = (loud_level(frame_energy(voice.mel, PER_FRAME)) - p.loud) * 10 / np.log(10)
+        level = -voice.gain_to(p.loud)
         print(
             f"{args.voice.name} ({level:+.1f} dB from {name}'s level) as new audio, mean opening where it speaks: as "
             f"heard {heard:.3f}, level-matched {matched:.3f}; {name} where he speaks (training block) {real_speech:.3f}"

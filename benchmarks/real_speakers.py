@@ -93,11 +93,10 @@ def run_clip(name: str, args: argparse.Namespace) -> dict:
     shapes, shape_metrics = learn_shapes(
         crops.landmarks, crops.face, mel.mel, 4, train_split=args.split, components=8, half=2, smooth=1.0
     )
-    o = shape_metrics["speech_opening"]
+    o = {k: "-" if v is None else f"{v:.3f}" for k, v in shape_metrics["speech_opening"].items()}
     print(
         f"{name}: mouth opening where the audio speaks (eye distances), real / predicted: training block "
-        f"{o['train_real']:.3f} / {o['train_predicted']:.3f}, "
-        f"held out {o['heldout_real']:.3f} / {o['heldout_predicted']:.3f}"
+        f"{o['train_real']} / {o['train_predicted']}, held out {o['heldout_real']} / {o['heldout_predicted']}"
     )
     data = DataInfo.of(crops, mel, mel_win=MEL_WIN)
     split = time_split(crops.face, train_split=args.split, gap=heldout_gap(MEL_WIN, mel.per_frame, shapes.offset))

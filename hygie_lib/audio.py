@@ -18,6 +18,8 @@ from hygie_lib.video import open_media
 
 LOG_FLOOR = 1e-5  # mel power floor before the log (silence reads as log(1e-5) = -11.5)
 LEVEL_MAX_DB = 20.0  # Mel.at_level moves an audio by at most this much (mostly silence: its loud level is noise)
+SILENCE_DB = 30.0  # a frame more than this below the audio's loud level is silent
+LONG_SILENCE = 50  # loud_level leaves out silences longer than this many frames (2 s at 25 fps): a lead-in, a tail
 
 
 def iter_audio(path: str | os.PathLike, sr: int) -> Iterator[np.ndarray]:
@@ -194,8 +196,15 @@ def frame_energy(mel: np.ndarray, per_frame: int) -> np.ndarray:
 
 
 def loud_level(energy: np.ndarray) -> float:
-    """An audio's loud level: the 95th percentile of its frames' log power (`frame_energy`)."""
-    return float(np.percentile(energy, 95))
+    """An audio's loud level: the 95th percentile of its frames' log power (`frame_energy`), its silences (SILENCE_DB
+    under its loudest frame) longer than LONG_SILENCE left out, so that a lead-in, a tail or a long pause does not
+    lower it (benchmarks/audio_level.py)."""
+    quiet = np.concatenate([[0], energy < energy.max() - SILENCE_DB * np.log(10) / 10, [0]]).astype(np.int8)
+    edges = np.flatnonzero(np.diff(quiet)).reshape(-1, 2)  # [start, end) of each silence
+    keep = np.ones(len(energy), bool)
+    for start, end in edges[edges[:, 1] - edges[:, 0] > LONG_SILENCE]:
+        keep[start:end] = False
+    return float(np.percentile(energy[keep], 95))
 
 
 @dataclass(frozen=True)
@@ -219,23 +228,26 @@ class Mel:
         return self.mel.shape[1] // self.per_frame
 
     def at_level(self, loud: float) -> Mel:
-        """The same audio as if recorded louder or quieter: every band moved by one gain that brings its loud level
-        (`loud_level`) to `loud` (log power; the training recording's, `AudioToShape.loud`), by at most LEVEL_MAX_DB.
-        Exact when it turns the audio down; turned up, what lay at LOG_FLOOR stays there (nothing below it was kept).
-        """
-        gain = self.gain_to(loud) * np.log(10) / 10
-        if gain == 0:
-            return self
-        floor = np.float32(np.log(LOG_FLOOR))
-        mel = np.where(self.mel <= floor + 1e-4, self.mel, np.maximum(self.mel + gain, floor))
-        return replace(self, mel=mel.astype(self.mel.dtype))
+        """The same audio as if recorded louder or quieter: its loud level (`loud_level`) brought to `loud` (log
+        power; the training recording's, `AudioToShape.loud`), by at most LEVEL_MAX_DB (`gain_to`, `gained`)."""
+        return self.gained(self.gain_to(loud))
 
     def gain_to(self, loud: float) -> float:
-        """The gain in dB that `at_level` applies: 0 for a `loud` of -inf (a model made before it kept its level)."""
+        """The gain in dB that brings its loud level to `loud`, within LEVEL_MAX_DB; 0 for a `loud` of -inf (a model
+        made before it kept its recording's level)."""
         if not np.isfinite(loud) or self.n_frames == 0:
             return 0.0
         gain = (loud - loud_level(frame_energy(self.mel, self.per_frame))) * 10 / np.log(10)
         return float(np.clip(gain, -LEVEL_MAX_DB, LEVEL_MAX_DB))
+
+    def gained(self, db: float) -> Mel:
+        """The same audio `db` louder, every band: exact when it turns the audio down; turned up, what lay at
+        LOG_FLOOR stays there (nothing below it was kept)."""
+        if db == 0:
+            return self
+        floor = np.float32(np.log(LOG_FLOOR))
+        mel = np.where(self.mel <= floor + 1e-4, self.mel, np.maximum(self.mel + db * np.log(10) / 10, floor))
+        return replace(self, mel=mel.astype(self.mel.dtype))
 
     def save(self, path: str | os.PathLike) -> None:
         """Write a deterministic .npz, atomically."""

@@ -19,7 +19,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from hygie_lib.audio import frame_energy, loud_level
+from hygie_lib.audio import SILENCE_DB, frame_energy, loud_level
 from hygie_lib.io import HygieError, save_npz
 from hygie_lib.shape import MOUTH, ShapeSpace
 
@@ -27,7 +27,6 @@ BANDS = 40  # mel bands after pooling pairs of the 80: as good or better, with h
 MAX_OFFSET = 25  # frames searched either way for the recording's A/V offset (katiehill: 12)
 RIDGE = (0.1, 1.0, 10.0, 100.0, 1000.0)  # ridge strengths tried (per training frame, on standardised features)
 MAX_GAIN = 3.0  # the most a predicted shape coefficient's spread is stretched back towards the real one's
-SILENCE_DB = 30.0  # a frame more than this below the audio's loud level is silent
 LOUD_DECAY_DB = 0.12  # the loud level follows the audio's peaks, falling this much per frame (3 dB/s at 25 fps)
 SPEECH_HANGOVER = 2  # frames around speech still count as speech (the mouth opens before the sound and closes after)
 SPEECH_LEAD = 8  # ... and before it, audio -> shape speaks this many frames: the mouth opens as the speaker breathes in
@@ -405,6 +404,9 @@ def learn_shapes(
     opening = {}
     for block, frames in (("train", split.train_frames), ("heldout", val)):
         frames = frames[speech[frames]]
+        if not len(frames):  # a block without speech has no opening to tell
+            opening.update({f"{block}_real": None, f"{block}_predicted": None})
+            continue
         opening[f"{block}_real"] = round(float(np.mean(mouth_aperture(landmarks[frames]))), 4)
         opening[f"{block}_predicted"] = round(float(np.mean(openings(predicted[SPEECH_LEAD], frames))), 4)
     metrics.update(

@@ -365,9 +365,12 @@ def render(
     seconds: dict[str, float] = defaultdict(float)
     if match_level:
         loud = model.shapes.predictor.loud
-        if progress:
-            print(f"{audio}: heard {mel.gain_to(loud):+.1f} dB, at the training recording's level")
-        mel = mel.at_level(loud)
+        gain = mel.gain_to(loud)
+        if progress and np.isfinite(loud):
+            print(f"{audio}: heard {gain:+.1f} dB, at the training recording's level")
+        elif progress:
+            print(f"{audio}: heard as it is (the model was made before models kept their recording's level)")
+        mel = mel.gained(gain)
     frames = render_frames(
         model, template, template_video, mel, blend=blend, batch=batch, mouth=mouth, library=library, seconds=seconds
     )
