@@ -23,10 +23,9 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
 from hygie_lib.audio import Mel, load_audio  # noqa: E402
-from hygie_lib.audio2shape import ShapeModel, learn_shapes, silent_frames  # noqa: E402
+from hygie_lib.audio2shape import ShapeModel, learn_shapes, openings_at, silent_frames  # noqa: E402
 from hygie_lib.landmarks import detect_video  # noqa: E402
 from hygie_lib.metrics import mouth_aperture  # noqa: E402
-from hygie_lib.shape import MOUTH  # noqa: E402
 from hygie_lib.split import time_split  # noqa: E402
 
 REAL = ROOT.parent / "shared" / "data" / "real"
@@ -40,9 +39,7 @@ def mel_of(y: np.ndarray) -> Mel:
 
 def openings(model: ShapeModel, mel: Mel, frames: np.ndarray, poses: np.ndarray) -> np.ndarray:
     """The mouth openings of the shapes `model` predicts for `frames` of `mel`, drawn at these poses."""
-    placed = poses.copy()
-    placed[:, MOUTH, :2] = model.space.place(model.predictor.predict(mel.mel, PER_FRAME)[frames], poses)
-    return mouth_aperture(placed)
+    return openings_at(model.space, model.predictor.predict(mel.mel, PER_FRAME)[frames], poses)
 
 
 def main() -> None:

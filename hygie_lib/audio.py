@@ -227,6 +227,11 @@ class Mel:
         """Video frames the mel covers."""
         return self.mel.shape[1] // self.per_frame
 
+    @property
+    def loud(self) -> float:
+        """Its loud level (`loud_level`), log power."""
+        return loud_level(frame_energy(self.mel, self.per_frame))
+
     def at_level(self, loud: float) -> Mel:
         """The same audio as if recorded louder or quieter: its loud level (`loud_level`) brought to `loud` (log
         power; the training recording's, `AudioToShape.loud`), by at most LEVEL_MAX_DB (`gain_to`, `gained`)."""
@@ -237,7 +242,7 @@ class Mel:
         made before it kept its recording's level)."""
         if not np.isfinite(loud) or self.n_frames == 0:
             return 0.0
-        gain = (loud - loud_level(frame_energy(self.mel, self.per_frame))) * 10 / np.log(10)
+        gain = (loud - self.loud) * 10 / np.log(10)
         return float(np.clip(gain, -LEVEL_MAX_DB, LEVEL_MAX_DB))
 
     def gained(self, db: float) -> Mel:

@@ -329,6 +329,16 @@ class ShapeModel:
             ) from e
 
 
+def openings_at(space: ShapeSpace, coefficients: np.ndarray, landmarks: np.ndarray) -> np.ndarray:
+    """The mouth openings [N] (`metrics.mouth_aperture`) of shapes `coefficients` [N, K] drawn at the poses of
+    `landmarks` [N, 478, 3]: what FaceMesh would measure of them in those frames."""
+    from hygie_lib.metrics import mouth_aperture
+
+    placed = landmarks.copy()
+    placed[:, MOUTH, :2] = space.place(coefficients, landmarks)
+    return mouth_aperture(placed)
+
+
 def learn_shapes(
     landmarks: np.ndarray,
     face: np.ndarray,
@@ -390,16 +400,12 @@ def learn_shapes(
         rest=shapes[closed].mean(0),
     )
     val = split.val_frames
-
-    def openings(predicted: np.ndarray, frames: np.ndarray) -> np.ndarray:
-        """The mouth apertures of `predicted` shapes drawn at these frames' poses."""
-        placed = landmarks[frames].copy()
-        placed[:, MOUTH, :2] = space.place(predicted[frames], landmarks[frames])
-        return mouth_aperture(placed)
-
     real = mouth_aperture(landmarks[val])
     predicted = {lead: predictor.predict(mel, per_frame, offset=offset, lead=lead) for lead in LEADS}
-    by_lead = {str(k): round(float(np.corrcoef(real, openings(p, val))[0, 1]), 4) for k, p in predicted.items()}
+    by_lead = {
+        str(k): round(float(np.corrcoef(real, openings_at(space, p[val], landmarks[val]))[0, 1]), 4)
+        for k, p in predicted.items()
+    }
     speech = ~silent_frames(mel, per_frame, predictor.loud)[np.clip(np.arange(n) + offset, 0, n - 1)]
     opening = {}
     for block, frames in (("train", split.train_frames), ("heldout", val)):
@@ -408,7 +414,8 @@ def learn_shapes(
             opening.update({f"{block}_real": None, f"{block}_predicted": None})
             continue
         opening[f"{block}_real"] = round(float(np.mean(mouth_aperture(landmarks[frames]))), 4)
-        opening[f"{block}_predicted"] = round(float(np.mean(openings(predicted[SPEECH_LEAD], frames))), 4)
+        default = openings_at(space, predicted[SPEECH_LEAD][frames], landmarks[frames])
+        opening[f"{block}_predicted"] = round(float(np.mean(default)), 4)
     metrics.update(
         aperture_corr=by_lead[str(SPEECH_LEAD)],
         aperture_corr_live=by_lead[str(LIVE_LEAD)],

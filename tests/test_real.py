@@ -8,7 +8,7 @@ import pytest
 from conftest import REAL
 
 from hygie_lib.audio import Mel, load_audio
-from hygie_lib.audio2shape import estimate_offset, learn_shapes
+from hygie_lib.audio2shape import estimate_offset, learn_shapes, openings_at
 from hygie_lib.crops import build_crops
 from hygie_lib.landmarks import detect_video
 from hygie_lib.shape import ShapeSpace
@@ -93,9 +93,6 @@ def test_new_audio_at_another_level_moves_the_mouth_as_at_its_own(clips):
     """obama_20s's held-out speech, as new audio comes, 12 dB louder or quieter: heard at the training recording's
     level (`Mel.at_level`, as render hears new audio) the mouth opens as at its own level; heard as it is, it gapes
     or hardly opens (benchmarks/audio_level.py: mean opening 0.157 and 0.073 against 0.097)."""
-    from hygie_lib.metrics import mouth_aperture
-    from hygie_lib.shape import MOUTH
-
     c = clips["obama_20s"]
     face = ~np.isnan(c["landmarks"][:, 0, 0])
     mel = mel_of(c["audio"]).mel
@@ -106,9 +103,7 @@ def test_new_audio_at_another_level_moves_the_mouth_as_at_its_own(clips):
 
     def openings(heard: Mel) -> np.ndarray:
         """The mouth openings its predicted shapes give at the real frames' poses."""
-        poses = c["landmarks"][start + frames].copy()
-        poses[:, MOUTH, :2] = model.space.place(model.predictor.predict(heard.mel, 4)[frames], poses)
-        return mouth_aperture(poses)
+        return openings_at(model.space, model.predictor.predict(heard.mel, 4)[frames], c["landmarks"][start + frames])
 
     loud = model.predictor.loud
     own, louder, quieter = (mel_of(segment * 10 ** (gain / 20)) for gain in (0, 12, -12))

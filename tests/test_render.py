@@ -258,10 +258,7 @@ def test_probe_writes_the_annotated_frames_and_prints_the_mouth_box_side(demo, t
 def test_new_audio_is_heard_at_the_training_recordings_level(demo, tmp_path):
     """A model trained on a recording 12 dB quieter than the new audio hears it turned down to that level: it renders
     the frames of that quieter audio; with --keep-level, not."""
-    from hygie_lib.audio import frame_energy, loud_level
-
-    mel = audio_features(demo["audio"], DATA)
-    loud = loud_level(frame_energy(mel.mel, mel.per_frame)) - 12 * np.log(10) / 10
+    loud = audio_features(demo["audio"], DATA).loud - 12 * np.log(10) / 10
     shapes = demo["shapes"]
     model = save_model(tmp_path / "quiet.pt", replace(shapes, predictor=replace(shapes.predictor, loud=loud)))
     quieter = write_audio(
