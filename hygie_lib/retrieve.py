@@ -46,6 +46,7 @@ FAR_MARGIN = 2  # the template's detail is taken as it is this many DETAIL sigma
 EDGE_LEVELS = 40.0  # its detail is moved onto the drawn edges near its own, which rise this many grey levels per sigma
 FLOW_MAX = 4  # ... by at most this many DETAIL sigmas
 FOUND = 0.25  # ... onto a drawn edge at least this share as steep (no detail near a template edge without one)
+TONE_MAX = 2.0  # inside the open lips, blend raises the drawn mouth's coarse contrast to the library mouth's, at most x
 RESHAPE_BORDER = 8  # points per side of the crop that a reshaped mouth holds still
 RESHAPE_GRID = 20  # the reshaping's displacement is computed on this grid and interpolated (it is smooth)
 RESHAPE_SMOOTH = 1.0  # thin-plate regularisation: points that coincide (closed lips) may ask for different moves
@@ -271,16 +272,16 @@ def build_library(
 def real_detail(
     drawn: np.ndarray, real: np.ndarray, own: np.ndarray, wanted: np.ndarray, own_points: np.ndarray
 ) -> np.ndarray:
-    """Drawn mouths [B, S, S, 3] uint8 with real fine detail, as [B, D, D, 3] (D the side of `real` and `own`; all
-    three show the same square): their Gaussian low-pass (DETAIL of the side: the shape, which follows the audio) plus
-    the high-pass of real images. On the lips (the outer-lip hulls of the `wanted` mouth points [B, M, 2] and of the
-    template's `own_points`, in D pixels, grown by LIPS_MARGIN) it is that of `real` (library mouths reshaped to
-    `wanted`: their lips and teeth); elsewhere that of `own` (the template frame's own pixels) where it shows what was
-    drawn or lies beyond FAR_MARGIN of both mouths (nothing there moves with speech), and `real`'s on the rest of both
-    mouths' hulls (where the jaw moved: no template chin edge drawn twice). Near the template's edges its detail is
-    moved onto the drawn ones (`_flow`): a collar drawn a few pixels off is sharpened there, not drawn twice; near an
-    edge not drawn within reach it is left out. The
-    regions, smooth, are found at S; the detail is added at D."""
+    """Drawn mouths [B, S, S, 3] uint8 with real fine detail, as [B, D, D, 3] (D the side of `real` and `own`; all three
+    show the same square): their Gaussian low-pass (DETAIL of the side: the shape, which follows the audio; in the open
+    lips with `real`'s contrast, `_contrast`) plus the high-pass of real images. On the lips (the outer-lip hulls of the
+    `wanted` mouth points [B, M, 2] and of the template's `own_points`, in D pixels, grown by LIPS_MARGIN) it is that of
+    `real` (library mouths reshaped to `wanted`: their lips and teeth); elsewhere that of `own` (the template frame's
+    own pixels) where it shows what was drawn or lies beyond FAR_MARGIN of both mouths (nothing there moves with
+    speech), and `real`'s on the rest of both mouths' hulls (where the jaw moved: no template chin edge drawn twice).
+    Near the template's edges its detail is moved onto the drawn ones (`_flow`): a collar drawn a few pixels off is
+    sharpened there, not drawn twice; near an edge not drawn within reach it is left out. The regions, smooth, are found
+    at S; the detail is added at D."""
     size, side = drawn.shape[1], real.shape[1]
     sigma = DETAIL * size
 
@@ -310,10 +311,10 @@ def real_detail(
         fits = np.maximum(np.exp(-((differ / AGREE_LEVELS) ** 2)), far)  # where the template's detail fits
         keep = (1.0 - lips) * fits  # the template's detail
         take = lips + (1.0 - lips) * (1.0 - fits) * feathered(mouths)  # the library mouth's
-        coarse = cv2.GaussianBlur(d, (0, 0), sigma)
+        lows = [cv2.GaussianBlur(at(image, size), (0, 0), sigma) for image in (r, o)]  # at S: nothing kept is finer
+        coarse = _contrast(cv2.GaussianBlur(d, (0, 0), sigma), lows[0], wanted[i][MOUTH_INNER] * size / side, sigma)
         mix = cv2.resize(coarse, (side, side), interpolation=cv2.INTER_LINEAR)  # a copy: _flow reads coarse
-        for image, weight in ((r, take), (o, keep)):  # the low-pass taken at S: nothing it keeps is finer
-            low = cv2.GaussianBlur(at(image, size), (0, 0), sigma)
+        for image, low, weight in ((r, lows[0], take), (o, lows[1], keep)):
             detail = image - at(low, side, cv2.INTER_LINEAR)
             if image is o:  # onto the drawn edges; none near an edge not drawn within reach
                 flow, lost = _flow(coarse, low, sigma)
@@ -323,6 +324,21 @@ def real_detail(
             mix += at(weight, side, cv2.INTER_LINEAR)[..., None] * detail
         out[i] = np.clip(mix + 0.5, 0, 255).astype(np.uint8)
     return out
+
+
+def _contrast(coarse: np.ndarray, real: np.ndarray, inner: np.ndarray, sigma: float) -> np.ndarray:
+    """`coarse` ([S, S, 3] float, low-passed by `sigma` px) with its contrast inside the open lips (the polygon of the
+    `inner` lip points [N, 2], in S pixels) stretched about its mean there to that of `real` (low-passed alike), by a
+    gain from 1 (never lowered) to TONE_MAX, feathered by sigma; as it is where the lips are (nearly) shut."""
+    polygon = np.zeros(coarse.shape[:2], np.uint8)
+    cv2.fillPoly(polygon, [np.round(inner).astype(np.int32)], 1)
+    inside = polygon.astype(bool)
+    if inside.sum() < 4 * sigma**2:  # a slit: its contrast is the lips' edges, not teeth against the dark
+        return coarse
+    ours, theirs = coarse[inside], real[inside]
+    gain = np.clip((theirs.std(0) + 1.0) / (ours.std(0) + 1.0), 1.0, TONE_MAX)  # per channel; + 1: flat stays flat
+    weight = cv2.GaussianBlur(polygon.astype(np.float32), (0, 0), sigma)[..., None]
+    return coarse + weight * (coarse - ours.mean(0)) * (gain - 1.0)
 
 
 def _flow(a: np.ndarray, b: np.ndarray, sigma: float) -> tuple[np.ndarray, np.ndarray]:

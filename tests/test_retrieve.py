@@ -164,6 +164,29 @@ def test_blend_keeps_the_drawn_shape_with_real_detail_on_the_mouth_and_the_templ
     np.testing.assert_array_equal(same, real)  # nothing to add when the drawing is the real mouth
 
 
+def test_blend_gives_the_open_mouth_the_library_mouths_contrast_up_to_tone_max(monkeypatch):
+    """Teeth against the dark of the mouth: the generator draws them paler than they are (an average); inside the open
+    lips the drawn tones are stretched about their mean to the library mouth's contrast, at most TONE_MAX times."""
+    size = 320
+    ramp = np.clip(np.arange(size, dtype=np.float32) - 160, -100, 100)[None, :, None].repeat(size, 0).repeat(3, 2)
+    drawn, real = (np.clip(120 + k * ramp, 0, 255).astype(np.uint8) for k in (0.4, 1.0))  # smooth: no fine detail
+    points = _mouth_points(size)[None]  # the open lips: x 120-200, y 82-98 (an ellipse)
+    shut = points.copy()
+    shut[0, MOUTH_INNER, 1] = 90.0  # the same mouth, its lips closed
+
+    def slope(wanted: np.ndarray) -> float:
+        """The output's rise per px along the open lips' middle row (the drawn one's: 0.4, the library's: 1.0)."""
+        out = real_detail(drawn[None], real[None], drawn[None], wanted, points)[0].astype(float).mean(-1)
+        assert np.abs(out[:40] - drawn[:40].mean(-1)).max() <= 1  # far above the mouth: as drawn
+        assert abs(out[90, 160] - 120) <= 1  # the mean stays: no mouth darker or brighter, only more contrast
+        return float(np.polyfit(np.arange(140, 181), out[90, 140:181], 1)[0])
+
+    assert 0.7 < slope(points) <= 0.4 * retrieve.TONE_MAX  # 0.4 x (1 + 0.89 x (2 - 1)): the cap, feathered
+    assert abs(slope(shut) - 0.4) < 0.02  # closed lips: nothing inside to stretch
+    monkeypatch.setattr(retrieve, "TONE_MAX", 10.0)
+    assert 0.8 < slope(points) < 1.0  # uncapped: towards the library's (24 / 10 over the lips, +1 levels each)
+
+
 def _collar(size: int, lower: float) -> np.ndarray:
     """A collar's V far below the mouths in a [size, size, 3] float image: skin (80) above, a white collar (220)
     below, its edge at row 250 + lower in the middle, anti-aliased as a camera's edges are (averaged from 4x)."""
