@@ -8,7 +8,7 @@ import cv2
 import numpy as np
 import scipy.fft
 
-from hygie_lib.crops import box_roi, uncrop
+from hygie_lib.crops import box_roi, per_channel, uncrop
 
 FEATHER = 0.06  # feather blur sigma, fraction of the crop side
 
@@ -19,7 +19,7 @@ def feather(
     """Alpha blend through the mask blurred by FEATHER of the crop side: fast, a soft edge."""
     x0, y0, x1, y1 = roi
     soft = cv2.GaussianBlur(mask.astype(np.float32), (0, 0), FEATHER * mask.shape[0])
-    alpha = uncrop(soft, box, roi, cv2.INTER_LINEAR)[..., None]
+    alpha = per_channel(uncrop(soft, box, roi, cv2.INTER_LINEAR))
     out = frame.copy()
     region = out[y0:y1, x0:x1].astype(np.float32)
     out[y0:y1, x0:x1] = (region + alpha * (src.astype(np.float32) - region) + 0.5).astype(np.uint8)
@@ -28,10 +28,11 @@ def feather(
 
 @functools.lru_cache(maxsize=16)
 def _laplacian_eigenvalues(ny: int, nx: int) -> np.ndarray:
-    """The 5-point Laplacian's eigenvalues [ny, nx, 1] on an ny x nx grid with zero borders, in DST-I order."""
+    """The 5-point Laplacian's eigenvalues [ny, nx, 3] (per channel) on an ny x nx grid with zero borders, in DST-I
+    order."""
     ky = 2 * np.cos(np.pi * np.arange(1, ny + 1) / (ny + 1)) - 2
     kx = 2 * np.cos(np.pi * np.arange(1, nx + 1) / (nx + 1)) - 2
-    return (ky[:, None] + kx[None, :]).astype(np.float32)[..., None]
+    return per_channel((ky[:, None] + kx[None, :]).astype(np.float32))
 
 
 def _fast_side(side: int, room: int) -> int:
@@ -59,12 +60,13 @@ def poisson(
     sy = min(max(by - (ny - bh) // 2, 1), y1 - y0 - 1 - ny)
     sx = min(max(bx - (nx - bw) // 2, 1), x1 - x0 - 1 - nx)
     m = hard[sy : sy + ny, sx : sx + nx].astype(np.float32)
+    m3 = per_channel(m)
     dst = frame[y0 + sy : y0 + sy + ny, x0 + sx : x0 + sx + nx]
-    diff = (src[sy : sy + ny, sx : sx + nx].astype(np.float32) - dst) * m[..., None]
+    diff = (src[sy : sy + ny, sx : sx + nx].astype(np.float32) - dst) * m3
     # the divergence of diff's gradients along the edges with both ends in the mask (zero elsewhere)
     cross = np.array([[0, 1, 0], [1, 0, 1], [0, 1, 0]], np.float32)
     around = cv2.filter2D(m, -1, cross, borderType=cv2.BORDER_CONSTANT)
-    div = (cv2.filter2D(diff, -1, cross, borderType=cv2.BORDER_CONSTANT) - around[..., None] * diff) * m[..., None]
+    div = (cv2.filter2D(diff, -1, cross, borderType=cv2.BORDER_CONSTANT) - per_channel(around) * diff) * m3
     fix = scipy.fft.idstn(scipy.fft.dstn(div, type=1, axes=(0, 1)) / _laplacian_eigenvalues(ny, nx), 1, axes=(0, 1))
     out = frame.copy()
     out[y0 + sy : y0 + sy + ny, x0 + sx : x0 + sx + nx] = np.clip(dst + fix + 0.5, 0, 255).astype(np.uint8)

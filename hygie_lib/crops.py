@@ -116,6 +116,12 @@ def recrop(
     return cv2.warpAffine(img, m, (size, size), flags=_flags(m, interp), borderMode=cv2.BORDER_REPLICATE)
 
 
+def per_channel(weight: np.ndarray, channels: int = 3) -> np.ndarray:
+    """A weight [H, W] as [H, W, channels], to multiply images by: numpy broadcasts over a short last axis about ten
+    times slower than it multiplies arrays of one shape (the render's detail and blend steps, benchmarks/render.py)."""
+    return cv2.merge([weight] * channels)
+
+
 def box_roi(box: np.ndarray, height: int, width: int) -> tuple[int, int, int, int]:
     """Integer frame rectangle (x0, y0, x1, y1) covering the box, clipped to the frame."""
     cx, cy, side = box

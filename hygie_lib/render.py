@@ -16,7 +16,7 @@ import time
 from collections import defaultdict, deque
 from collections.abc import Iterator
 from concurrent.futures import Future, ThreadPoolExecutor
-from contextlib import AbstractContextManager
+from contextlib import contextmanager
 from dataclasses import dataclass
 from queue import Queue
 
@@ -177,13 +177,22 @@ class Painter:
         """The next `n` output frames, as `images` gives them, with the new mouths pasted in. `heard` [n, ...]: what
         the model heard for each (`MouthModel.hear`; unused by retrieve); `picks` [n]: each frame's library mouth
         (retrieve, blend), reshaped to `wanted` [n, K], the shapes the audio asks for."""
-        with self.one_blas_thread():
+        with self.one_thread_each():
             return self.paste(self.draw(self.start(n, heard, picks, wanted)))
 
-    def one_blas_thread(self) -> AbstractContextManager:
-        """One BLAS thread while painting: the matrices here are small, and idle BLAS threads spinning for work take
-        the CPU that the encoder and the frame cache need (README, "Figures")."""
-        return self.threads.limit(limits=1, user_api="blas")
+    @contextmanager
+    def one_thread_each(self) -> Iterator[None]:
+        """One BLAS thread and one OpenCV thread while painting, then as before: the matrices and images here are
+        small, the painter's steps already run in threads of their own, and idle BLAS threads spinning for work (or
+        OpenCV's splitting each small image between cores) take the CPU that the encoder and the model need (README,
+        "Figures")."""
+        opencv = cv2.getNumThreads()
+        cv2.setNumThreads(1)
+        try:
+            with self.threads.limit(limits=1, user_api="blas"):
+                yield
+        finally:
+            cv2.setNumThreads(opencv)
 
     def start(
         self, n: int, heard: np.ndarray | None, picks: np.ndarray | None = None, wanted: np.ndarray | None = None
@@ -312,7 +321,7 @@ def render_frames(
 
     # a pipeline of three threads: while the model draws a batch, the next one is started (decoded, its library
     # mouths reshaped) and the one before it is pasted; the output frames are the same as `paint`'s
-    with painter.one_blas_thread(), ThreadPoolExecutor(1) as starter, ThreadPoolExecutor(1) as paster:
+    with painter.one_thread_each(), ThreadPoolExecutor(1) as starter, ThreadPoolExecutor(1) as paster:
         started, before = start(0), None
         for k0 in range(0, mel.n_frames, batch):
             b = started.result()

@@ -26,7 +26,7 @@ from sklearn.neighbors import NearestNeighbors
 
 from hygie_lib.audio2shape import ShapeModel
 from hygie_lib.checkpoint import DataInfo
-from hygie_lib.crops import Crops, frame_windows
+from hygie_lib.crops import Crops, frame_windows, per_channel
 from hygie_lib.io import HygieError, save_npz
 from hygie_lib.shape import MOUTH_INNER, MOUTH_OUTER, ShapeSpace, crop_points
 
@@ -321,24 +321,30 @@ def real_detail(
                 flow = at(flow, side, cv2.INTER_LINEAR) * (side / size)
                 detail = cv2.remap(detail, grid + flow, None, cv2.INTER_CUBIC, borderMode=cv2.BORDER_REPLICATE)
                 weight = weight * (1 - lost)
-            mix += at(weight, side, cv2.INTER_LINEAR)[..., None] * detail
+            mix += per_channel(at(weight, side, cv2.INTER_LINEAR)) * detail
         out[i] = np.clip(mix + 0.5, 0, 255).astype(np.uint8)
     return out
 
 
 def _contrast(coarse: np.ndarray, real: np.ndarray, inner: np.ndarray, sigma: float) -> np.ndarray:
-    """`coarse` ([S, S, 3] float, low-passed by `sigma` px) with its contrast inside the open lips (the polygon of the
-    `inner` lip points [N, 2], in S pixels) stretched about its mean there to that of `real` (low-passed alike), by a
-    gain from 1 (never lowered) to TONE_MAX, feathered by sigma; as it is where the lips are (nearly) shut."""
-    polygon = np.zeros(coarse.shape[:2], np.uint8)
-    cv2.fillPoly(polygon, [np.round(inner).astype(np.int32)], 1)
+    """`coarse` ([S, S, 3] float, low-passed by `sigma` px; changed in place) with its contrast inside the open lips
+    (the polygon of the `inner` lip points [N, 2], in S pixels) stretched about its mean there to that of `real`
+    (low-passed alike), by a gain from 1 (never lowered) to TONE_MAX, feathered by sigma; as it is where the lips are
+    (nearly) shut. Only the box the feather reaches is computed."""
+    pad = math.ceil(4 * sigma)  # the feather's reach (OpenCV's kernel for float images)
+    x0, y0 = np.clip(np.floor(inner.min(0)).astype(int) - pad, 0, coarse.shape[1::-1])  # the box it reaches
+    x1, y1 = np.clip(np.ceil(inner.max(0)).astype(int) + pad + 1, (x0, y0), coarse.shape[1::-1])
+    polygon = np.zeros((y1 - y0, x1 - x0), np.uint8)
+    cv2.fillPoly(polygon, [np.round(inner - (x0, y0)).astype(np.int32)], 1)
     inside = polygon.astype(bool)
     if inside.sum() < 4 * sigma**2:  # a slit: its contrast is the lips' edges, not teeth against the dark
         return coarse
-    ours, theirs = coarse[inside], real[inside]
+    box = coarse[y0:y1, x0:x1]
+    ours, theirs = box[inside], real[y0:y1, x0:x1][inside]
     gain = np.clip((theirs.std(0) + 1.0) / (ours.std(0) + 1.0), 1.0, TONE_MAX)  # per channel; + 1: flat stays flat
-    weight = cv2.GaussianBlur(polygon.astype(np.float32), (0, 0), sigma)[..., None]
-    return coarse + weight * (coarse - ours.mean(0)) * (gain - 1.0)
+    weight = per_channel(cv2.GaussianBlur(polygon.astype(np.float32), (0, 0), sigma, borderType=cv2.BORDER_CONSTANT))
+    box += weight * (box - ours.mean(0)) * (gain - 1.0)
+    return coarse
 
 
 def _flow(a: np.ndarray, b: np.ndarray, sigma: float) -> tuple[np.ndarray, np.ndarray]:
@@ -386,8 +392,10 @@ def _flow(a: np.ndarray, b: np.ndarray, sigma: float) -> tuple[np.ndarray, np.nd
     lost, lines = np.zeros(a.shape, np.float32), np.zeros(a.shape, np.float32)
     flow[on], total[on] = ((start - to) * weight)[..., None] * normal, weight
     lost[on], lines[on] = strong * (1 - found), 1
-    flow = cv2.GaussianBlur(flow, (0, 0), sigma) / np.maximum(cv2.GaussianBlur(total, (0, 0), sigma), 1e-6)[..., None]
+    flow = cv2.GaussianBlur(flow, (0, 0), sigma) / per_channel(
+        np.maximum(cv2.GaussianBlur(total, (0, 0), sigma), 1e-6), 2
+    )
     lost = cv2.GaussianBlur(lost, (0, 0), sigma) / cv2.GaussianBlur(lines, (0, 0), sigma)
     on_edges = cv2.GaussianBlur(near, (0, 0), sigma)
     length = cv2.magnitude(flow[..., 0], flow[..., 1])
-    return flow * (on_edges * np.minimum(1.0, reach / np.maximum(length, 1e-6)))[..., None], np.clip(lost, 0, 1)
+    return flow * per_channel(on_edges * np.minimum(1.0, reach / np.maximum(length, 1e-6)), 2), np.clip(lost, 0, 1)

@@ -5,6 +5,7 @@ from __future__ import annotations
 from dataclasses import replace
 
 import av
+import cv2
 import numpy as np
 import pytest
 from conftest import DATA, save_model, write_audio, write_video
@@ -82,17 +83,25 @@ def test_output_frames_change_only_the_mouth_and_skip_faceless_frames(demo):
     assert changed > 60
 
 
-def test_frames_are_painted_with_one_blas_thread(demo, monkeypatch):
-    """Idle BLAS threads spin and take the CPU the encoder needs (README, "Figures"): one while painting, then back."""
+def test_frames_are_painted_with_one_blas_and_one_opencv_thread(demo, monkeypatch):
+    """Idle BLAS threads spin, and OpenCV splits small images between cores, taking the CPU the encoder and the model
+    need (README, "Figures"): one thread each while painting, then as before."""
     model = MouthModel(demo["model"], "torch")
-    blas = []
+    seen = []
     generate = model.generate
-    monkeypatch.setattr(model, "generate", lambda *a: blas.append(blas_threads()) or generate(*a))
-    before = blas_threads()
-    mel = audio_features(demo["audio"], model.data)
-    assert len(list(render_frames(model, demo["template"], demo["template_video"], mel, batch=32))) == mel.n_frames
-    assert blas == [{1}] * 3  # 75 frames: three batches
-    assert blas_threads() == before
+    monkeypatch.setattr(
+        model, "generate", lambda *a: seen.append((blas_threads(), cv2.getNumThreads())) or generate(*a)
+    )
+    opencv = cv2.getNumThreads()
+    cv2.setNumThreads(2)  # on any machine, so that one, and back, can be seen
+    try:
+        before = blas_threads(), 2
+        mel = audio_features(demo["audio"], model.data)
+        assert len(list(render_frames(model, demo["template"], demo["template_video"], mel, batch=32))) == mel.n_frames
+        assert seen == [({1}, 1)] * 3  # 75 frames: three batches
+        assert (blas_threads(), cv2.getNumThreads()) == before
+    finally:
+        cv2.setNumThreads(opencv)
 
 
 def test_an_error_in_a_batch_started_in_its_thread_stops_the_render(demo):
