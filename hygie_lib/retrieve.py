@@ -392,9 +392,8 @@ def _flow(a: np.ndarray, b: np.ndarray, sigma: float) -> tuple[np.ndarray, np.nd
     lost, lines = np.zeros(a.shape, np.float32), np.zeros(a.shape, np.float32)
     flow[on], total[on] = ((start - to) * weight)[..., None] * normal, weight
     lost[on], lines[on] = strong * (1 - found), 1
-    flow = cv2.GaussianBlur(flow, (0, 0), sigma) / per_channel(
-        np.maximum(cv2.GaussianBlur(total, (0, 0), sigma), 1e-6), 2
-    )
+    total = np.maximum(cv2.GaussianBlur(total, (0, 0), sigma), 1e-6)
+    flow = cv2.GaussianBlur(flow, (0, 0), sigma) / per_channel(total, 2)
     lost = cv2.GaussianBlur(lost, (0, 0), sigma) / cv2.GaussianBlur(lines, (0, 0), sigma)
     on_edges = cv2.GaussianBlur(near, (0, 0), sigma)
     length = cv2.magnitude(flow[..., 0], flow[..., 1])
